@@ -1,0 +1,33 @@
+"""Datasets: Fashion-MNIST (IDX files), scikit-learn's digits, balanced subsets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from robustlens.data.dataset import ImageDataset
+from robustlens.data.digits import load_digits
+from robustlens.data.fashion_mnist import FASHION_MNIST_CLASSES, find_fashion_mnist, load_fashion_mnist
+from robustlens.data.subset import class_balanced_indices
+from robustlens.errors import DataError, suggest
+
+__all__ = [
+    "DATASETS",
+    "FASHION_MNIST_CLASSES",
+    "ImageDataset",
+    "class_balanced_indices",
+    "find_fashion_mnist",
+    "load_dataset",
+    "load_digits",
+    "load_fashion_mnist",
+]
+
+DATASETS = ("fashion_mnist", "digits")
+
+
+def load_dataset(name: str, split: str = "test", root: str | Path | None = None) -> ImageDataset:
+    """Load a dataset by name (``"fashion_mnist"`` or ``"digits"``) and split."""
+    if name == "fashion_mnist":
+        return load_fashion_mnist(split, root)
+    if name == "digits":
+        return load_digits(split)
+    raise DataError(f"unknown dataset {name!r}.{suggest(name, DATASETS)} Known: {', '.join(DATASETS)}.")

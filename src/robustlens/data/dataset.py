@@ -1,0 +1,58 @@
+"""An in-memory labelled image set."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from robustlens.errors import DataError
+
+__all__ = ["ImageDataset"]
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Images with labels and class names, held in memory.
+
+    Attributes:
+        images: float32 (N, C, H, W), pixels in [0, 1].
+        labels: int64 (N,), class indices.
+        class_names: one name per class index.
+        name: where the images come from (``"fashion_mnist/test"``, ...).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise DataError(f"images must be (N, C, H, W); received {tuple(self.images.shape)}")
+        if self.labels.shape != (self.images.shape[0],):
+            raise DataError(
+                f"labels must be ({self.images.shape[0]},); received {tuple(self.labels.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    def subset(self, indices: torch.Tensor) -> ImageDataset:
+        """The images at ``indices``, in that order."""
+        return ImageDataset(self.images[indices], self.labels[indices], self.class_names, self.name)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Consecutive (images, labels) batches in dataset order."""
+        for start in range(0, len(self), batch_size):
+            yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
