@@ -1,5 +1,43 @@
-"""Recording activations: one entry per call of each layer, safe from in-place operations."""
+"""Recording activations: one entry per call of each layer, safe from in-place operations.
 
-from robustlens.activations.recorder import Recording, layer_names, record, split_call
+Also: layer selection and ``"layer#channel"`` addressing (:mod:`.layers`), clean and
+adversarial recordings under the same noise (:func:`record_paired`), and an on-disk HDF5
+store (:class:`ActivationWriter`, :class:`ActivationStore`).
+"""
 
-__all__ = ["Recording", "layer_names", "record", "split_call"]
+from robustlens.activations.layers import (
+    ChannelRef,
+    LayerSelection,
+    LayerSpec,
+    call_name,
+    format_channel,
+    from_lucent,
+    layer_names,
+    parse_channel,
+    penultimate_layer,
+    resolve_layers,
+    split_call,
+)
+from robustlens.activations.paired import record_paired
+from robustlens.activations.recorder import CopyMode, Recording, record
+from robustlens.activations.store import ActivationStore, ActivationWriter
+
+__all__ = [
+    "ActivationStore",
+    "ActivationWriter",
+    "ChannelRef",
+    "CopyMode",
+    "LayerSelection",
+    "LayerSpec",
+    "Recording",
+    "call_name",
+    "format_channel",
+    "from_lucent",
+    "layer_names",
+    "parse_channel",
+    "penultimate_layer",
+    "record",
+    "record_paired",
+    "resolve_layers",
+    "split_call",
+]
