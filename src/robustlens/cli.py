@@ -1,0 +1,190 @@
+"""The ``robustlens`` command: a thin layer over the library.
+
+User errors (missing data, invalid configs, unknown names, bad checkpoints) print one line
+to stderr and exit with status 2; results already written stay on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from robustlens.errors import RobustlensError
+
+__all__ = ["main"]
+
+EXIT_USER_ERROR = 2
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, help="run directory (default: runs/<study name>)")
+    p.add_argument("--data-root", help="folder with the dataset files (default: $ROBUSTLENS_DATA, "
+                   "then Debian's /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--cache-dir", type=Path, help="trained-model cache (default: $ROBUSTLENS_CACHE "
+                   "or ~/.cache/robustlens)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides the config's device")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="robustlens", description="Study the adversarial "
+                                     "robustness of CNNs: train, attack, look inside, report.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the Fashion-MNIST demo study")
+    _add_common(demo)
+    demo.add_argument("--print-config", action="store_true", help="print the demo config and exit")
+
+    study = sub.add_parser("study", help="run a study from a TOML config")
+    study.add_argument("config", type=Path)
+    _add_common(study)
+
+    train = sub.add_parser("train", help="train a model and save it as a checkpoint")
+    train.add_argument("--arch", default="fmnist_cnn", help="registered architecture")
+    train.add_argument("--dataset", default="fashion_mnist")
+    train.add_argument("--data-root")
+    train.add_argument("--epochs", type=int, default=4)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--adversarial-eps", type=float, help="PGD adversarial training at this "
+                       "L-inf eps (pixel units)")
+    train.add_argument("--adversarial-steps", type=int, default=5)
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    train.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors + .json)")
+    train.add_argument("--quiet", action="store_true")
+
+    models = sub.add_parser("models", help="list the registered models")
+    models.add_argument("pattern", nargs="?", default="*")
+    return parser
+
+
+def _version() -> str:
+    from robustlens import __version__
+
+    return __version__
+
+
+def _print_accuracy(result_tables: dict) -> None:  # type: ignore[type-arg]
+    from robustlens.study.report import accuracy_summary
+
+    table = accuracy_summary(result_tables["accuracy"]).set_index("model")
+    print("\nAccuracy (clean and robust, eps in pixel units):")
+    print(table.to_string(float_format=lambda v: f"{v:.3f}"))
+
+
+def _run_study(config_text: str, config_path: Path | None, args: argparse.Namespace) -> int:
+    import tomllib
+
+    from robustlens.study import parse_config, run_study
+
+    raw = tomllib.loads(config_text)
+    if args.data_root:
+        raw.setdefault("data", {})["root"] = str(Path(args.data_root).resolve())
+    base = config_path.parent if config_path else Path.cwd()
+    try:
+        config = parse_config(raw, base_dir=base)
+    except TypeError as err:
+        raise RobustlensError(f"invalid study config: {err}") from None
+    out = args.out or Path("runs") / config.name
+    result = run_study(config, out, cache_dir=args.cache_dir, progress=not args.quiet,
+                       config_text=config_text, device=args.device)
+    _print_accuracy(result.tables)
+    print(f"\nReport: {result.report.resolve()}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    text = resources.files("robustlens.study").joinpath("demo.toml").read_text()
+    if args.print_config:
+        print(text)
+        return 0
+    return _run_study(text, None, args)
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    path: Path = args.config
+    if not path.is_file():
+        raise RobustlensError(f"study config not found: {path}.")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise RobustlensError(f"{path} is not a text file.") from None
+    import tomllib
+
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise RobustlensError(f"{path} is not valid TOML: {err}.") from None
+    try:
+        return _run_study(text, path, args)
+    except RobustlensError as err:
+        if str(path) in str(err):
+            raise
+        raise type(err)(f"{path}: {err}") from None
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from robustlens.data import load_dataset
+    from robustlens.models import save_checkpoint
+    from robustlens.study.models import build_seeded
+    from robustlens.study.runner import resolve_device
+    from robustlens.training import AdversarialTraining, TrainConfig, evaluate_accuracy, train_model
+
+    device = resolve_device(args.device)
+    adv = (AdversarialTraining(eps=args.adversarial_eps, steps=args.adversarial_steps)
+           if args.adversarial_eps else None)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         adversarial=adv)
+    train_set = load_dataset(args.dataset, "train", args.data_root)
+    test_set = load_dataset(args.dataset, "test", args.data_root)
+    model = build_seeded(args.arch, {}, args.seed)
+    result = train_model(model, train_set, config, device=device, progress=not args.quiet)
+    accuracy = evaluate_accuracy(model.eval(), test_set, device=device)
+    from dataclasses import asdict
+
+    path = save_checkpoint(model, args.out, args.arch, {}, dataset=args.dataset,
+                           training=asdict(config), seed=args.seed, clean_test_accuracy=accuracy,
+                           train_seconds=result.seconds, history=result.history)
+    print(f"clean test accuracy {accuracy:.4f}; trained in {result.seconds:.0f} s; saved {path}")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from robustlens.models import list_models, model_info
+
+    names = list_models(args.pattern)
+    if not names:
+        raise RobustlensError(f"no registered model matches {args.pattern!r}.")
+    width = max(len(n) for n in names)
+    for name in names:
+        info = model_info(name)
+        shape = "x".join(map(str, info.input_size))
+        print(f"{name:<{width}}  {shape:>9}  {info.num_classes:>5} classes  {info.description}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``robustlens`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("ROBUSTLENS_LOG", "WARNING").upper(),
+                        format="%(levelname)s %(name)s: %(message)s")
+    commands = {"demo": _cmd_demo, "study": _cmd_study, "train": _cmd_train, "models": _cmd_models}
+    try:
+        return commands[args.command](args)
+    except RobustlensError as err:
+        print(f"robustlens: error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("robustlens: interrupted; results written so far are kept.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""Study analyses: the plug-in contract between an analysis and the study runner.
+
+A study analysis is a class registered with :func:`register_analysis`. For each model of a
+study the runner builds one instance, records the layers it asks for, and feeds it:
+
+- ``update_clean(batch)`` once per data batch, with the clean images, labels, logits and the
+  recorded clean activations;
+- ``update(batch)`` once per data batch and attack x eps, with the clean *and* adversarial
+  images, logits and activations (:class:`AnalysisBatch`).
+
+At the end ``tables()`` returns named tidy DataFrames (the runner adds a ``model`` column,
+concatenates the models and saves each table as ``results/<table>.parquet``), and the class
+method ``figures(tables)`` turns the concatenated tables into titled matplotlib figures that
+the report shows. Analyses keep only running sums (streaming reducers), so their memory does
+not grow with the number of images; ``state_dict`` / ``load_state_dict`` expose those sums.
+
+In a study config an analysis is enabled by its table, its options being the table's keys::
+
+    [analyses.dissimilarity]
+    layers = "all"
+
+To add an analysis: subclass :class:`StudyAnalysis` in its own module, set ``name`` and
+``option_defaults``, decorate it with ``@register_analysis``, and import that module at the end
+of this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from robustlens.analysis.dissimilarity import LayerDissimilarity
+from robustlens.errors import ConfigError, suggest
+
+__all__ = ["ANALYSES", "AnalysisBatch", "CleanBatch", "StudyAnalysis", "register_analysis"]
+
+
+@dataclass(frozen=True)
+class CleanBatch:
+    """One batch of clean data seen by a model.
+
+    Attributes:
+        images: (B, C, H, W) pixels in [0, 1].
+        labels: (B,) true classes.
+        logits: (B, K) the model's outputs.
+        activations: recorded layer name -> (B, ...) activation (empty if nothing recorded).
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    logits: torch.Tensor
+    activations: Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class AnalysisBatch:
+    """One batch under one attack at one eps, with its clean counterpart."""
+
+    attack: str
+    eps: float
+    clean: CleanBatch
+    images: torch.Tensor
+    logits: torch.Tensor
+    activations: Mapping[str, torch.Tensor]
+
+
+class StudyAnalysis:
+    """Base class of study analyses (see the module docstring for the contract).
+
+    Args:
+        model_name: the model's label in the study.
+        model: the model (in eval mode; do not change it).
+        class_names: names of the dataset's classes.
+        **options: the analysis' options from the config (validated against
+            ``option_defaults``).
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    option_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
+                 **options: Any) -> None:
+        self.model_name = model_name
+        self.model = model
+        self.class_names = tuple(class_names)
+        self.options = {**self.option_defaults, **options}
+
+    def layers(self) -> list[str] | None:
+        """Layers to record: names, ``None`` for every leaf module, ``[]`` for none."""
+        return []
+
+    def update_clean(self, batch: CleanBatch) -> None:
+        """Add a clean batch (default: nothing)."""
+
+    def update(self, batch: AnalysisBatch) -> None:
+        """Add an adversarial batch (default: nothing)."""
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Named result tables (without the ``model`` column)."""
+        return {}
+
+    @classmethod
+    def figures(cls, tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
+        """Titled figures drawn from the tables of every model (with a ``model`` column)."""
+        return []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+ANALYSES: dict[str, type[StudyAnalysis]] = {}
+
+
+def register_analysis(cls: type[StudyAnalysis]) -> type[StudyAnalysis]:
+    """Class decorator adding a study analysis under ``cls.name``."""
+    if not cls.name or cls.name in ANALYSES:
+        raise ValueError(f"analysis name {cls.name!r} is empty or already registered")
+    ANALYSES[cls.name] = cls
+    return cls
+
+
+def check_analysis_options(name: str, options: Any) -> None:
+    """Raise a :class:`ConfigError` for unknown options of analysis ``name``."""
+    if not isinstance(options, dict):
+        raise ConfigError(f"[analyses.{name}] must be a table; received {options!r}.")
+    known = ANALYSES[name].option_defaults
+    for key in options:
+        if key not in known:
+            raise ConfigError(f"unknown option {key!r} in [analyses.{name}].{suggest(key, known)} "
+                              f"Known options: {', '.join(sorted(known)) or 'none'}.")
+
+
+def _layer_option(value: Any, where: str) -> list[str] | None:
+    if value == "all":
+        return None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ConfigError(f"{where} must be \"all\" or a list of layer names; received {value!r}.")
+
+
+@register_analysis
+class DissimilarityAnalysis(StudyAnalysis):
+    """Per-layer 1 - Pearson r between clean and adversarial activations (study S1)."""
+
+    name = "dissimilarity"
+    title = "Per-layer dissimilarity between clean and adversarial activations"
+    option_defaults: ClassVar[dict[str, Any]] = {"layers": "all"}
+
+    def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
+                 **options: Any) -> None:
+        super().__init__(model_name, model, class_names, **options)
+        self._layers = _layer_option(self.options["layers"], "[analyses.dissimilarity].layers")
+        self._reducers: dict[tuple[str, float], LayerDissimilarity] = {}
+
+    def layers(self) -> list[str] | None:
+        return self._layers
+
+    def update(self, batch: AnalysisBatch) -> None:
+        if batch.eps == 0:
+            return
+        key = (batch.attack, batch.eps)
+        self._reducers.setdefault(key, LayerDissimilarity()).update(batch.clean.activations,
+                                                                     batch.activations)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        frames = []
+        for (attack, eps), reducer in self._reducers.items():
+            df = reducer.result()
+            df.insert(0, "eps", eps)
+            df.insert(0, "attack", attack)
+            frames.append(df)
+        return {"dissimilarity": pd.concat(frames, ignore_index=True)} if frames else {}
+
+    @classmethod
+    def figures(cls, tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
+        from robustlens.report.figures import dissimilarity_figure
+
+        df = tables.get("dissimilarity")
+        if df is None or df.empty:
+            return []
+        return [(f"Dissimilarity per layer under {attack}", dissimilarity_figure(df, attack))
+                for attack in df["attack"].unique()]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {f"{a}@{e!r}": r.state_dict() for (a, e), r in self._reducers.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._reducers = {}
+        for key, value in state.items():
+            attack, _, eps = key.rpartition("@")
+            reducer = LayerDissimilarity()
+            reducer.load_state_dict(value)
+            self._reducers[(attack, float(eps))] = reducer

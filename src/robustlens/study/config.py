@@ -1,0 +1,240 @@
+"""Study configuration: a TOML file validated into frozen dataclasses.
+
+A study names its data subset, its models (trained, loaded from a checkpoint, or left
+random), its attacks with their epsilons, and its analyses. Unknown keys are an error that
+suggests the closest known key. See ``robustlens demo --print-config`` for a full example.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustlens.attacks import FGSM, PGD, Attack
+from robustlens.errors import ConfigError, RobustlensError, suggest
+from robustlens.training import AdversarialTraining, TrainConfig
+
+__all__ = ["AttackConfig", "DataConfig", "ModelConfig", "StudyConfig", "load_config", "parse_config"]
+
+ATTACK_TYPES = ("fgsm", "pgd")
+
+
+def _check_keys(table: Any, allowed: dict[str, type | tuple[type, ...]], where: str,
+                required: tuple[str, ...] = ()) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table; received {type(table).__name__}.")
+    for key, value in table.items():
+        if key not in allowed:
+            raise ConfigError(f"unknown key {key!r} in {where}.{suggest(key, allowed)} "
+                              f"Known keys: {', '.join(sorted(allowed))}.")
+        kinds = allowed[key]
+        kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ConfigError(f"{where}.{key} must be {names}; received {value!r}.")
+    for key in required:
+        if key not in table:
+            raise ConfigError(f"{where} needs the key {key!r}.")
+    return table
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images a study attacks: a dataset split and a class-balanced subset."""
+
+    dataset: str = "fashion_mnist"
+    split: str = "test"
+    n_per_class: int | None = 50
+    seed: int = 0
+    root: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model of a study: exactly one of ``train``, ``checkpoint``, ``random``."""
+
+    name: str
+    architecture: str
+    options: dict[str, Any] = field(default_factory=dict)
+    checkpoint: str | None = None
+    train: TrainConfig | None = None
+    random: bool = False
+    seed: int = 0
+
+    @property
+    def source(self) -> str:
+        return "checkpoint" if self.checkpoint else "train" if self.train else "random"
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """One attack swept over several epsilons (pixel units)."""
+
+    name: str
+    type: str
+    eps: tuple[float, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, eps: float) -> Attack:
+        if self.type == "fgsm":
+            return FGSM(eps=eps, **self.options)
+        return PGD(eps=eps, **self.options)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A whole study."""
+
+    name: str
+    data: DataConfig
+    models: tuple[ModelConfig, ...]
+    attacks: tuple[AttackConfig, ...]
+    analyses: dict[str, dict[str, Any]]
+    seed: int = 0
+    batch_size: int = 250
+    device: str = "auto"
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+_TRAIN_KEYS: dict[str, type | tuple[type, ...]] = {
+    "epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "seed": int,
+    "adversarial": dict,
+}
+_ADV_KEYS: dict[str, type | tuple[type, ...]] = {
+    "eps": float, "steps": int, "step_size": float, "random_start": bool, "warmup_epochs": float,
+}
+_ATTACK_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "fgsm": {},
+    "pgd": {"steps": int, "step_size": float, "random_start": bool, "norm": str, "seed": int},
+}
+
+
+def _parse_model(table: Any, i: int) -> ModelConfig:
+    where = f"[[models]] #{i + 1}"
+    t = _check_keys(table, {"name": str, "architecture": str, "options": dict, "checkpoint": str,
+                            "train": dict, "random": bool, "seed": int}, where,
+                    required=("name", "architecture"))
+    from robustlens.models import list_models, model_defaults
+
+    arch = t["architecture"]
+    if arch not in list_models():
+        raise ConfigError(f"{where}: unknown architecture {arch!r}.{suggest(arch, list_models())} "
+                          "Run `robustlens models` for the list.")
+    options = t.get("options", {})
+    _check_keys(options, {k: object for k in model_defaults(arch)}, f"{where}.options")
+    sources = [k for k in ("checkpoint", "train") if k in t] + (["random"] if t.get("random") else [])
+    if len(sources) != 1:
+        raise ConfigError(f"{where} ({t['name']!r}) needs exactly one of `train = {{...}}`, "
+                          f"`checkpoint = \"PATH\"` or `random = true`; received "
+                          f"{', '.join(sources) or 'none'}.")
+    train = None
+    if "train" in t:
+        tr = dict(_check_keys(t["train"], _TRAIN_KEYS, f"{where}.train"))
+        adv = tr.pop("adversarial", None)
+        if adv is not None:
+            adv = AdversarialTraining(**_check_keys(adv, _ADV_KEYS, f"{where}.train.adversarial"))
+        train = TrainConfig(**tr, adversarial=adv)
+    return ModelConfig(name=t["name"], architecture=arch, options=dict(options),
+                       checkpoint=t.get("checkpoint"), train=train, random=bool(t.get("random")),
+                       seed=t.get("seed", 0))
+
+
+def _parse_attack(table: Any, i: int) -> AttackConfig:
+    where = f"[[attacks]] #{i + 1}"
+    if isinstance(table, dict) and table.get("type") not in ATTACK_TYPES:
+        kind = str(table.get("type"))
+        raise ConfigError(f"{where}: unknown attack type {table.get('type')!r}."
+                          f"{suggest(kind, ATTACK_TYPES)} Known: {', '.join(ATTACK_TYPES)}.")
+    options = _ATTACK_OPTIONS[table["type"]]
+    t = _check_keys(table, {"name": str, "type": str, "eps": list, **options}, where,
+                    required=("type", "eps"))
+    eps = t["eps"]
+    if not eps or not all(isinstance(e, int | float) and not isinstance(e, bool) for e in eps):
+        raise ConfigError(f"{where}.eps must be a non-empty list of numbers; received {eps!r}.")
+    if any(not math.isfinite(e) or e < 0 or e > 1 for e in eps):
+        raise ConfigError(f"{where}.eps values must lie in [0, 1] (pixel units); received {eps!r}.")
+    opts = {k: v for k, v in t.items() if k in options}
+    config = AttackConfig(name=t.get("name", t["type"]), type=t["type"],
+                          eps=tuple(float(e) for e in eps), options=opts)
+    config.build(max(config.eps))  # validates the options now, before any work starts
+    return config
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConfig:
+    """Validate a study config given as a dict (the parsed TOML).
+
+    Relative checkpoint and data paths are resolved against ``base_dir``.
+    """
+    _check_keys(raw, {"study": dict, "data": dict, "models": list, "attacks": list,
+                      "analyses": dict}, "the study config", required=("models",))
+    study = _check_keys(raw.get("study", {}), {"name": str, "seed": int, "batch_size": int,
+                                               "device": str}, "[study]")
+    data = _check_keys(raw.get("data", {}), {"dataset": str, "split": str, "n_per_class": int,
+                                             "seed": int, "root": str}, "[data]")
+    from robustlens.data import DATASETS
+
+    if data.get("dataset", "fashion_mnist") not in DATASETS:
+        name = data["dataset"]
+        raise ConfigError(f"[data] unknown dataset {name!r}.{suggest(name, DATASETS)} "
+                          f"Known: {', '.join(DATASETS)}.")
+    if data.get("n_per_class", 1) < 1:
+        raise ConfigError(f"[data].n_per_class must be >= 1; received {data['n_per_class']}.")
+    base = base_dir or Path.cwd()
+    if "root" in data:
+        data = {**data, "root": str((base / data["root"]).resolve())}
+    models = tuple(_parse_model(m, i) for i, m in enumerate(raw["models"]))
+    names = [m.name for m in models]
+    if not models:
+        raise ConfigError("the study config lists no [[models]].")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"model names must be unique; received {names}.")
+    models = tuple(
+        m if m.checkpoint is None else ModelConfig(**{**m.__dict__, "checkpoint": str((base / m.checkpoint).resolve())})
+        for m in models
+    )
+    attacks = tuple(_parse_attack(a, i) for i, a in enumerate(raw.get("attacks", [])))
+    if len({a.name for a in attacks}) != len(attacks):
+        raise ConfigError(f"attack names must be unique; received {[a.name for a in attacks]}.")
+    from robustlens.study.analyses import ANALYSES, check_analysis_options
+
+    analyses = raw.get("analyses", {})
+    for key, options in analyses.items():
+        if key not in ANALYSES:
+            raise ConfigError(f"unknown analysis {key!r} in [analyses].{suggest(key, ANALYSES)} "
+                              f"Known: {', '.join(sorted(ANALYSES))}.")
+        check_analysis_options(key, options)
+    batch_size = study.get("batch_size", 250)
+    if batch_size < 1:
+        raise ConfigError(f"[study].batch_size must be >= 1; received {batch_size}.")
+    device = study.get("device", "auto")
+    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"[study].device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; received {device!r}.")
+    return StudyConfig(
+        name=study.get("name", "study"), data=DataConfig(**data), models=models, attacks=attacks,
+        analyses={k: dict(v) for k, v in analyses.items()}, seed=study.get("seed", 0),
+        batch_size=batch_size, device=device, raw=raw,
+    )
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study config file (TOML)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"study config not found: {p}.")
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{p} is not valid TOML: {err}.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p} is not a text file.") from None
+    try:
+        return parse_config(raw, base_dir=p.parent)
+    except TypeError as err:  # a dataclass rejecting a value
+        raise ConfigError(f"{p}: {err}") from None
+    except RobustlensError as err:
+        raise type(err)(f"{p}: {err}") from None

@@ -1,0 +1,69 @@
+"""Assemble a run's figures and tables into its HTML report."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from robustlens.report import ReportSection, accuracy_vs_eps_figure, write_report
+from robustlens.study.analyses import ANALYSES
+
+if TYPE_CHECKING:
+    from robustlens.study.runner import _Run
+
+__all__ = ["accuracy_summary", "build_report"]
+
+
+def accuracy_summary(accuracy: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy as a model x (attack, eps) table: one row per model, one column per condition."""
+    df = accuracy.copy()
+    df["condition"] = [
+        "clean" if a == "clean" else f"{a} eps={e:g}" for a, e in zip(df["attack"], df["eps"], strict=True)
+    ]
+    order = list(dict.fromkeys(df["condition"]))
+    wide = df.pivot(index="model", columns="condition", values="accuracy")[order]
+    wide = wide.reindex(list(dict.fromkeys(df["model"])))
+    return wide.reset_index()
+
+
+def _save(run: _Run, slug: str, fig: Figure) -> str:
+    path = run.figures / f"{slug}.png"
+    fig.savefig(path, dpi=110)
+    return slug
+
+
+def build_report(run: _Run) -> None:
+    """Draw every figure, save it as PNG, and write ``report.html``."""
+    from robustlens.study.runner import _slug
+
+    tables = run.tables()
+    sections: list[ReportSection] = []
+    models = tables["models"]
+    acc = tables["accuracy"]
+    n = run.manifest.get("data", {}).get("n_images")
+    summary = ReportSection(
+        "Accuracy",
+        text=(f"Clean and robust top-1 accuracy on {n} images of "
+              f"<code>{run.manifest.get('data', {}).get('name')}</code>. eps is in pixel units "
+              "(pixels in [0, 1]), L-inf."),
+        tables=[("Accuracy per model and condition", accuracy_summary(acc)),
+                ("Models", models)],
+    )
+    fig = accuracy_vs_eps_figure(acc)
+    summary.figures.append(("Accuracy against eps", run.figures / f"{_save(run, 'accuracy_vs_eps', fig)}.png"))
+    sections.append(summary)
+    for key in run.config.analyses:
+        cls = ANALYSES[key]
+        own = {name: tables[name] for name in run.analysis_tables.get(key, {})}
+        section = ReportSection(cls.title or key, text=(cls.__doc__ or "").strip().splitlines()[0],
+                                collapse_tables=True)
+        for title, fig in cls.figures(own):
+            slug = _save(run, _slug(f"{key}_{title}"), fig)
+            section.figures.append((title, run.figures / f"{slug}.png"))
+        section.tables.extend((name, df) for name, df in own.items())
+        sections.append(section)
+    config_text = (run.run_dir / "config.toml").read_text()
+    write_report(run.run_dir / "report.html", f"robustlens study: {run.config.name}", sections,
+                 config_text, run.manifest)

@@ -1,0 +1,160 @@
+"""A tiny study end to end, and every user error of the CLI: one line, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from robustlens.cli import main
+from robustlens.errors import ConfigError
+from robustlens.study import load_config, parse_config
+
+TINY = """
+[study]
+name = "tiny"
+batch_size = 50
+[data]
+dataset = "digits"
+n_per_class = 6
+[[models]]
+name = "trained"
+architecture = "digits_cnn"
+train = {{ epochs = 8, batch_size = 32, lr = 0.003 }}
+[[models]]
+name = "untrained"
+architecture = "digits_cnn"
+{second}
+[[attacks]]
+type = "fgsm"
+eps = [0.05, 0.2]
+[[attacks]]
+name = "pgd5"
+type = "pgd"
+eps = [0.05, 0.2]
+steps = 5
+[analyses.dissimilarity]
+layers = "all"
+"""
+
+
+def _write(tmp_path: Path, second: str = "random = true", **replace: str) -> Path:
+    text = TINY.format(second=second)
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def test_tiny_study_writes_every_artifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _write(tmp_path)
+    out = tmp_path / "run"
+    assert main(["study", str(cfg), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "Report:" in printed and "pgd5 eps=0.2" in printed
+    for name in ("config.toml", "config.original.toml", "manifest.json", "report.html",
+                 "results/accuracy.parquet", "results/dissimilarity.parquet", "results/models.parquet",
+                 "figures/accuracy_vs_eps.png"):
+        assert (out / name).is_file(), name
+    acc = pd.read_parquet(out / "results/accuracy.parquet")
+    assert len(acc) == 2 * 5 and set(acc["attack"]) == {"clean", "fgsm", "pgd5"}
+    assert (acc["n_images"] == 60).all()
+    trained = acc[acc["model"] == "trained"].set_index(["attack", "eps"])["accuracy"]
+    assert trained[("clean", 0.0)] > 0.8
+    assert trained[("pgd5", 0.2)] <= trained[("fgsm", 0.2)] <= trained[("clean", 0.0)]
+    diss = pd.read_parquet(out / "results/dissimilarity.parquet")
+    assert set(diss["model"]) == {"trained", "untrained"}
+    first = diss[(diss["model"] == "trained") & (diss["attack"] == "fgsm")]
+    assert list(first["layer"].iloc[:2]) == ["normalize", "features.0"]
+    assert (first.groupby("eps")["n_images"].max() == 60).all()
+    # stronger perturbations move the logits further
+    logits = first[first["layer"] == "classifier.2"].set_index("eps")["mean"]
+    assert logits[0.2] > logits[0.05] > 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["versions"]["torch"]
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "pgd5" in html
+    # the resolved config runs again as it is, and the cached model is reused
+    again = load_config(out / "config.toml")
+    assert again.models[0].train is not None and again.models[0].train.epochs == 8
+    assert main(["study", str(out / "config.toml"), "--out", str(tmp_path / "run2"),
+                 "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    models = pd.read_parquet(tmp_path / "run2/results/models.parquet")
+    assert models.set_index("model").loc["trained", "source"] == "cache"
+    acc2 = pd.read_parquet(tmp_path / "run2/results/accuracy.parquet")
+    pd.testing.assert_frame_equal(acc, acc2)  # reproducible
+
+
+def _run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(args)
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize(
+    "second,replace,expected",
+    [
+        ("random = true", {"[[attacks]]\ntype": "[[atacks]]\ntype"}, "Did you mean 'attacks'"),
+        ("random = true", {'architecture = "digits_cnn"\ntrain': 'architecture = "digits_cn"\ntrain'},
+         "Did you mean 'digits_cnn'"),
+        ("random = true", {"steps = 5": "stepz = 5"}, "Did you mean 'steps'"),
+        ("random = true", {"eps = [0.05, 0.2]": "eps = [5, 20]"}, "pixel units"),
+        ("", {}, "needs exactly one of"),
+        ('checkpoint = "missing/model"', {}, "checkpoint weights not found"),
+        ("random = true", {'dataset = "digits"': 'dataset = "digitz"'}, "Did you mean 'digits'"),
+        ("random = true", {"[analyses.dissimilarity]": "[analyses.dissimilarty]"}, "Did you mean 'dissimilarity'"),
+        ("random = true", {"[study]": "[study\n"}, "not valid TOML"),
+    ],
+)
+def test_config_errors_are_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           second: str, replace: dict[str, str], expected: str) -> None:
+    cfg = _write(tmp_path, second, **replace)
+    code, err = _run_cli(["study", str(cfg), "--out", str(tmp_path / "run"), "--quiet"], capsys)
+    assert code == 2
+    assert expected in err and err.startswith("robustlens: error:") and err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_corrupt_checkpoint_and_missing_data(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    (tmp_path / "bad.json").write_text(json.dumps({"architecture": "digits_cnn", "options": {}}))
+    cfg = _write(tmp_path, 'checkpoint = "bad.safetensors"')
+    code, err = _run_cli(["study", str(cfg), "--out", str(tmp_path / "run"), "--cache-dir",
+                          str(tmp_path / "cache"), "--quiet"], capsys)
+    assert code == 2 and "corrupt" in err and err.count("\n") == 1
+    # the first model finished before the second failed: its results stay on disk
+    acc = pd.read_parquet(tmp_path / "run/results/accuracy.parquet")
+    assert set(acc["model"]) == {"trained"}
+    manifest = json.loads((tmp_path / "run/manifest.json").read_text())
+    assert manifest["status"].startswith("failed")
+
+    code, err = _run_cli(["demo", "--data-root", str(tmp_path / "nowhere"), "--out",
+                          str(tmp_path / "demo"), "--quiet"], capsys)
+    assert code == 2 and "Fashion-MNIST not found" in err and "apt-get install" in err
+    code, err = _run_cli(["study", str(tmp_path / "absent.toml")], capsys)
+    assert code == 2 and "not found" in err
+
+
+def test_models_command_and_unknown_pattern(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "fmnist_cnn" in out and "1x28x28" in out
+    code, err = _run_cli(["models", "nothing*"], capsys)
+    assert code == 2
+
+
+def test_demo_config_is_valid() -> None:
+    from importlib import resources
+    import tomllib
+
+    raw = tomllib.loads(resources.files("robustlens.study").joinpath("demo.toml").read_text())
+    config = parse_config(raw)
+    assert [m.name for m in config.models][:2] == ["standard", "pgd_trained"]
+    assert {a.type for a in config.attacks} == {"fgsm", "pgd"}
+    with pytest.raises(ConfigError, match="unique"):
+        parse_config({**raw, "models": raw["models"] + raw["models"][:1]})
