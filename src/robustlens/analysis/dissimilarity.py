@@ -2,20 +2,88 @@
 
 For each image and layer, ``d = 1 - r`` where r is the Pearson correlation between the
 flattened clean and adversarial activations of that layer. ``d`` is 0 for identical
-patterns, 1 for uncorrelated ones and 2 for anticorrelated ones.
+patterns, 1 for uncorrelated ones and 2 for anticorrelated ones. The same holds with r the
+Spearman rank correlation (ties get their average rank, as in ``scipy.stats.spearmanr``) or
+the cosine similarity (no centering). Values can be taken per image and layer
+(:func:`dissimilarity`, :class:`LayerDissimilarity`) or per image and channel, each channel's
+map flattened on its own (:func:`channel_dissimilarity`, :class:`ChannelDissimilarity`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Literal
 
 import pandas as pd
 import torch
 
 from robustlens.errors import RobustlensError
 
-__all__ = ["LayerDissimilarity", "pearson_dissimilarity"]
+__all__ = [
+    "ChannelDissimilarity",
+    "DissimilarityMetric",
+    "LayerDissimilarity",
+    "channel_dissimilarity",
+    "dissimilarity",
+    "pearson_dissimilarity",
+    "rank_rows",
+]
+
+DissimilarityMetric = Literal["pearson", "spearman", "cosine"]
+_METRICS = ("pearson", "spearman", "cosine")
+
+
+def rank_rows(x: torch.Tensor) -> torch.Tensor:
+    """Ranks (1-based, float64) along the last dimension; ties get their average rank."""
+    x = x.double().contiguous()
+    ordered = x.sort(dim=-1).values
+    below = torch.searchsorted(ordered, x, right=False)
+    upto = torch.searchsorted(ordered, x, right=True)
+    return (below + upto + 1).double() / 2.0
+
+
+def _check_pair(clean: torch.Tensor, adversarial: torch.Tensor) -> None:
+    if clean.shape != adversarial.shape:
+        raise RobustlensError(f"clean and adversarial activations differ in shape: "
+                              f"{tuple(clean.shape)} vs {tuple(adversarial.shape)}")
+
+
+def _check_metric(metric: str) -> None:
+    if metric not in _METRICS:
+        raise RobustlensError(f"metric must be one of {', '.join(_METRICS)}; received {metric!r}.")
+
+
+def _one_minus_r(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
+    """``1 - r`` between matching rows of two (R, n) tensors; NaN where r is undefined."""
+    a, b = a.detach().double(), b.detach().double()
+    if metric == "spearman":
+        a, b = rank_rows(a), rank_rows(b)
+    if metric != "cosine":
+        a = a - a.mean(dim=-1, keepdim=True)
+        b = b - b.mean(dim=-1, keepdim=True)
+    saa, sbb = (a * a).sum(-1), (b * b).sum(-1)
+    r = (a * b).sum(-1) / torch.sqrt(saa * sbb)
+    r = torch.where((saa > 0) & (sbb > 0), r.clamp(-1.0, 1.0), torch.full_like(r, math.nan))
+    return 1.0 - r
+
+
+def dissimilarity(clean: torch.Tensor, adversarial: torch.Tensor,
+                  metric: DissimilarityMetric = "pearson") -> torch.Tensor:
+    """``1 - r`` between the flattened activations of each image.
+
+    Args:
+        clean, adversarial: (B, ...) activations of the same layer.
+        metric: ``"pearson"``, ``"spearman"`` or ``"cosine"``.
+
+    Returns:
+        (B,) float64; NaN where r is undefined (a constant activation for Pearson and
+        Spearman, an all-zero one for cosine).
+    """
+    _check_pair(clean, adversarial)
+    _check_metric(metric)
+    return _one_minus_r(clean.reshape(clean.shape[0], -1), adversarial.reshape(clean.shape[0], -1),
+                        metric)
 
 
 def pearson_dissimilarity(clean: torch.Tensor, adversarial: torch.Tensor) -> torch.Tensor:
@@ -27,38 +95,64 @@ def pearson_dissimilarity(clean: torch.Tensor, adversarial: torch.Tensor) -> tor
     Returns:
         (B,) float64; NaN where either activation is constant (r undefined).
     """
-    if clean.shape != adversarial.shape:
-        raise RobustlensError(f"clean and adversarial activations differ in shape: "
-                              f"{tuple(clean.shape)} vs {tuple(adversarial.shape)}")
-    a = clean.detach().reshape(clean.shape[0], -1).double()
-    b = adversarial.detach().reshape(adversarial.shape[0], -1).double()
-    a = a - a.mean(dim=1, keepdim=True)
-    b = b - b.mean(dim=1, keepdim=True)
-    saa, sbb = (a * a).sum(1), (b * b).sum(1)
-    r = (a * b).sum(1) / torch.sqrt(saa * sbb)
-    r = torch.where((saa > 0) & (sbb > 0), r.clamp(-1.0, 1.0), torch.full_like(r, math.nan))
-    return 1.0 - r
+    return dissimilarity(clean, adversarial, "pearson")
+
+
+def channel_dissimilarity(clean: torch.Tensor, adversarial: torch.Tensor,
+                          metric: DissimilarityMetric = "pearson") -> torch.Tensor:
+    """``1 - r`` between the clean and adversarial maps of each image and channel.
+
+    Args:
+        clean, adversarial: (B, C, ...) activations; each channel's positions are
+            flattened on their own (a (B, C) activation has one position per channel, so
+            r is undefined there: use :func:`dissimilarity`).
+        metric: ``"pearson"``, ``"spearman"`` or ``"cosine"``.
+
+    Returns:
+        (B, C) float64; NaN where r is undefined (e.g. a channel that is zero everywhere).
+    """
+    _check_pair(clean, adversarial)
+    _check_metric(metric)
+    if clean.ndim < 3:
+        raise RobustlensError(f"per-channel dissimilarity needs (B, C, ...) maps with positions; "
+                              f"received shape {tuple(clean.shape)}.")
+    b, c = clean.shape[:2]
+    return _one_minus_r(clean.reshape(b, c, -1), adversarial.reshape(b, c, -1), metric)
+
+
+def _summary(n: float, s: float, ss: float) -> tuple[float, float, float]:
+    mean = s / n if n else math.nan
+    var = max(ss - n * mean * mean, 0.0) / (n - 1) if n > 1 else math.nan
+    std = math.sqrt(var) if n > 1 else math.nan
+    return mean, std, (std / math.sqrt(n) if n > 1 else math.nan)
 
 
 class LayerDissimilarity:
-    """Streaming mean and standard error of :func:`pearson_dissimilarity` per layer.
+    """Streaming mean and standard error of :func:`dissimilarity` per layer.
 
     Keeps, per layer, the count, sum and sum of squares (float64) of the defined values and
     the count of undefined ones (a constant activation, e.g. an all-zero ReLU map), so its
     memory does not grow with the number of images.
+
+    Args:
+        metric: ``"pearson"`` (the S1 measure), ``"spearman"`` or ``"cosine"``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, metric: DissimilarityMetric = "pearson") -> None:
+        _check_metric(metric)
+        self.metric = metric
         self._order: list[str] = []
         self._stats: dict[str, torch.Tensor] = {}  # layer -> [n, sum, sumsq, n_undefined]
 
-    def update(self, clean: Mapping[str, torch.Tensor], adversarial: Mapping[str, torch.Tensor]) -> None:
+    def update(self, clean: Mapping[str, torch.Tensor],
+               adversarial: Mapping[str, torch.Tensor]) -> None:
         """Add one batch: ``clean`` and ``adversarial`` map layer name -> (B, ...) activation."""
         missing = [k for k in clean if k not in adversarial]
         if missing:
-            raise RobustlensError(f"layers recorded on clean but not on adversarial images: {missing[:5]}")
+            raise RobustlensError(f"layers recorded on clean but not on adversarial images: "
+                                  f"{missing[:5]}")
         for layer, a in clean.items():
-            d = pearson_dissimilarity(a, adversarial[layer]).cpu()
+            d = dissimilarity(a, adversarial[layer], self.metric).cpu()
             ok = ~torch.isnan(d)
             dv = d[ok]
             row = torch.tensor([float(ok.sum()), float(dv.sum()), float((dv * dv).sum()),
@@ -82,14 +176,79 @@ class LayerDissimilarity:
         rows = []
         for i, layer in enumerate(self._order):
             n, s, ss, und = self._stats[layer].tolist()
-            mean = s / n if n else math.nan
-            var = max(ss - n * mean * mean, 0.0) / (n - 1) if n > 1 else math.nan
-            std = math.sqrt(var) if n > 1 else math.nan
+            mean, std, sem = _summary(n, s, ss)
             rows.append({"layer": layer, "layer_index": i, "n_images": int(n), "mean": mean,
-                         "std": std, "sem": std / math.sqrt(n) if n > 1 else math.nan,
-                         "n_undefined": int(und)})
+                         "std": std, "sem": sem, "n_undefined": int(und)})
         return pd.DataFrame(rows, columns=["layer", "layer_index", "n_images", "mean", "std", "sem",
                                            "n_undefined"])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {layer: self._stats[layer].clone() for layer in self._order}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._order, self._stats = list(state), {k: v.clone().double() for k, v in state.items()}
+
+
+class ChannelDissimilarity:
+    """Streaming mean and standard error of :func:`channel_dissimilarity` per layer x channel.
+
+    Keeps, per layer, a (C, 4) float64 table: count, sum and sum of squares of the defined
+    values and the count of undefined ones. Layers recorded as (B, D) vectors are skipped
+    (per-channel r is undefined for them).
+
+    Args:
+        metric: ``"pearson"``, ``"spearman"`` or ``"cosine"``.
+    """
+
+    def __init__(self, metric: DissimilarityMetric = "pearson") -> None:
+        _check_metric(metric)
+        self.metric = metric
+        self._order: list[str] = []
+        self._stats: dict[str, torch.Tensor] = {}  # layer -> (C, 4)
+
+    def update(self, clean: Mapping[str, torch.Tensor],
+               adversarial: Mapping[str, torch.Tensor]) -> None:
+        """Add one batch: ``clean`` and ``adversarial`` map layer name -> (B, C, ...)."""
+        missing = [k for k in clean if k not in adversarial]
+        if missing:
+            raise RobustlensError(f"layers recorded on clean but not on adversarial images: "
+                                  f"{missing[:5]}")
+        for layer, a in clean.items():
+            if a.ndim < 3:
+                continue
+            d = channel_dissimilarity(a, adversarial[layer], self.metric)  # (B, C)
+            ok = ~torch.isnan(d)
+            dv = torch.where(ok, d, torch.zeros_like(d))
+            table = torch.stack([ok.sum(0).double(), dv.sum(0), (dv * dv).sum(0),
+                                 (~ok).sum(0).double()], dim=1)
+            self._add(layer, table.cpu())
+
+    def _add(self, layer: str, table: torch.Tensor) -> None:
+        if layer not in self._stats:
+            self._order.append(layer)
+            self._stats[layer] = torch.zeros_like(table, dtype=torch.float64)
+        elif self._stats[layer].shape != table.shape:
+            raise RobustlensError(f"layer {layer!r} has {self._stats[layer].shape[0]} channels "
+                                  f"here and {table.shape[0]} there.")
+        self._stats[layer] += table
+
+    def merge(self, other: ChannelDissimilarity) -> ChannelDissimilarity:
+        """Add ``other``'s sums into this reducer (in place) and return it."""
+        for layer in other._order:
+            self._add(layer, other._stats[layer])
+        return self
+
+    def result(self) -> pd.DataFrame:
+        """One row per layer x channel: ``layer, layer_index, channel, n_images, mean, std,
+        sem, n_undefined``."""
+        rows = []
+        for i, layer in enumerate(self._order):
+            for c, (n, s, ss, und) in enumerate(self._stats[layer].tolist()):
+                mean, std, sem = _summary(n, s, ss)
+                rows.append({"layer": layer, "layer_index": i, "channel": c, "n_images": int(n),
+                             "mean": mean, "std": std, "sem": sem, "n_undefined": int(und)})
+        return pd.DataFrame(rows, columns=["layer", "layer_index", "channel", "n_images", "mean",
+                                           "std", "sem", "n_undefined"])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {layer: self._stats[layer].clone() for layer in self._order}

@@ -1,0 +1,372 @@
+"""Representational similarity analysis: RDMs over stimuli and their comparison.
+
+A representational dissimilarity matrix (RDM) holds, for n stimuli (images, or classes
+through their mean activation), the n x n dissimilarities between their activation patterns
+at one layer. Two RDMs (model vs model, layer vs layer, clean vs adversarial) are compared
+through their upper triangles. Following rsatoolbox (Nili et al. 2014, PLoS Comput Biol),
+the RDM is a data object with its measure and descriptors, and computing and comparing are
+plain functions.
+
+Dissimilarity measures (``rdm``): ``"correlation"`` 1 - Pearson r between patterns,
+``"euclidean"`` the Euclidean distance (in activation units), ``"cosine"`` 1 - cosine
+similarity. Comparison methods (``compare_rdms``): ``"spearman"``, ``"pearson"``,
+``"kendall_tau_a"`` ((concordant - discordant pairs) / all pairs, the measure recommended by
+Nili et al. for RDMs with tied entries) and ``"cosine"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+import torch
+
+from robustlens.analysis._bootstrap import BootstrapEstimate, check_confidence, percentile_interval
+from robustlens.errors import RobustlensError
+
+__all__ = [
+    "RDM",
+    "ClassRDM",
+    "CompareMethod",
+    "RDMMetric",
+    "bootstrap_compare_rdms",
+    "compare_rdm_sets",
+    "compare_rdms",
+    "rdm",
+]
+
+RDMMetric = Literal["correlation", "euclidean", "cosine"]
+CompareMethod = Literal["spearman", "pearson", "kendall_tau_a", "cosine"]
+_METRICS = ("correlation", "euclidean", "cosine")
+_METHODS = ("spearman", "pearson", "kendall_tau_a", "cosine")
+
+
+@dataclass(frozen=True)
+class RDM:
+    """A representational dissimilarity matrix with its measure and descriptors.
+
+    Attributes:
+        matrix: (n, n) float64, symmetric, zero diagonal; NaN where undefined (a constant
+            pattern under the correlation measure).
+        measure: the dissimilarity measure (``"correlation"``, ``"euclidean"``, ``"cosine"``).
+        descriptors: about the whole RDM (``layer``, ``model``, ``attack``, ``eps``, ...).
+        stimulus_descriptors: per stimulus, each of length n (``label``, ``index``, ...).
+    """
+
+    matrix: np.ndarray
+    measure: str
+    descriptors: dict[str, Any] = field(default_factory=dict)
+    stimulus_descriptors: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        m = np.asarray(self.matrix, dtype=np.float64)
+        if m.ndim != 2 or m.shape[0] != m.shape[1]:
+            raise RobustlensError(f"an RDM must be square (n, n); received shape {m.shape}.")
+        object.__setattr__(self, "matrix", m)
+        fixed = {}
+        for key, value in self.stimulus_descriptors.items():
+            arr = np.asarray(value)
+            if arr.shape[:1] != (m.shape[0],):
+                raise RobustlensError(f"stimulus descriptor {key!r} has {arr.shape[:1]} entries; "
+                                      f"the RDM has {m.shape[0]} stimuli.")
+            fixed[key] = arr
+        object.__setattr__(self, "stimulus_descriptors", fixed)
+
+    @property
+    def n_stimuli(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def vector(self) -> np.ndarray:
+        """The upper triangle (above the diagonal), row by row: (n * (n - 1) / 2,)."""
+        return self.matrix[np.triu_indices(self.n_stimuli, k=1)]
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> RDM:
+        """The RDM of the stimuli at ``indices`` (in that order)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return RDM(self.matrix[np.ix_(idx, idx)], self.measure, dict(self.descriptors),
+                   {k: v[idx] for k, v in self.stimulus_descriptors.items()})
+
+    def to_frame(self) -> pd.DataFrame:
+        """Tidy upper triangle: ``stimulus_i, stimulus_j, dissimilarity`` plus the RDM's
+        descriptors as constant columns and stimulus descriptors suffixed ``_i`` / ``_j``."""
+        i, j = np.triu_indices(self.n_stimuli, k=1)
+        df = pd.DataFrame({"stimulus_i": i, "stimulus_j": j, "dissimilarity": self.matrix[i, j]})
+        for key, value in self.stimulus_descriptors.items():
+            if value.ndim == 1:
+                df[f"{key}_i"], df[f"{key}_j"] = value[i], value[j]
+        for key, value in reversed(list(self.descriptors.items())):
+            df.insert(0, key, value)
+        df["measure"] = self.measure
+        return df
+
+
+def _patterns(acts: torch.Tensor | np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(np.asarray(acts)) if not isinstance(acts, torch.Tensor) else acts.detach()
+    if x.ndim < 2:
+        raise RobustlensError(f"activations must be (n_stimuli, n_features) or (n_stimuli, ...); "
+                              f"received shape {tuple(x.shape)}.")
+    x = x.reshape(x.shape[0], -1)
+    if not x.is_floating_point():
+        x = x.double()
+    return x
+
+
+def rdm(acts: torch.Tensor | np.ndarray, metric: RDMMetric = "correlation", *,
+        descriptors: Mapping[str, Any] | None = None,
+        stimulus_descriptors: Mapping[str, Any] | None = None) -> RDM:
+    """The RDM of n stimuli's activation patterns.
+
+    One matrix product (the n x n Gram matrix) in the activations' own floating dtype and
+    device, so a float32 GPU tensor is fast; the result is float64 on the host. With
+    float32 input, dissimilarities are accurate to about 1e-6 (correlation, cosine) or
+    1e-6 relative (Euclidean, computed after centering the features).
+
+    Args:
+        acts: (n_stimuli, n_features) or (n_stimuli, ...) (flattened per stimulus).
+        metric: ``"correlation"``, ``"euclidean"`` or ``"cosine"``.
+        descriptors, stimulus_descriptors: attached to the :class:`RDM` (the latter each of
+            length n_stimuli).
+
+    Returns:
+        An :class:`RDM`.
+    """
+    if metric not in _METRICS:
+        raise RobustlensError(f"metric must be one of {', '.join(_METRICS)}; received {metric!r}.")
+    x = _patterns(acts)
+    if metric == "correlation":
+        x = x - x.mean(dim=1, keepdim=True)
+    elif metric == "euclidean":
+        x = x - x.mean(dim=0, keepdim=True)  # distances are unchanged; the Gram is better posed
+    gram = x @ x.T
+    sq = gram.diagonal().clone()
+    if metric == "euclidean":
+        d = (sq[:, None] + sq[None, :] - 2.0 * gram).clamp_min_(0.0).sqrt_()
+    else:
+        norm = sq.clamp_min(0.0).sqrt()
+        d = 1.0 - gram / (norm[:, None] * norm[None, :])
+        d = d.clamp_(0.0, 2.0)
+        undefined = norm == 0
+        d[undefined, :] = math.nan
+        d[:, undefined] = math.nan
+    m = d.double().cpu().numpy()
+    m = (m + m.T) / 2.0
+    np.fill_diagonal(m, 0.0)
+    return RDM(m, metric, dict(descriptors or {}),
+               {k: np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v)
+                for k, v in (stimulus_descriptors or {}).items()})
+
+
+def _tau_a(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's tau-a from scipy's O(m log m) tau-b and the tie counts."""
+    n0 = len(x) * (len(x) - 1) / 2.0
+    if n0 == 0:
+        return math.nan
+
+    def tied_pairs(v: np.ndarray) -> float:
+        _, counts = np.unique(v, return_counts=True)
+        return float((counts * (counts - 1) / 2.0).sum())
+
+    n1, n2 = tied_pairs(x), tied_pairs(y)
+    if n1 == n0 or n2 == n0:  # one vector constant: no pair is concordant or discordant
+        return 0.0
+    tau_b = scipy.stats.kendalltau(x, y, variant="b").statistic
+    return float(tau_b * math.sqrt((n0 - n1) * (n0 - n2)) / n0)
+
+
+def _compare_vectors(x: np.ndarray, y: np.ndarray, method: str) -> float:
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if len(x) < 2:
+        return math.nan
+    if method == "kendall_tau_a":
+        return _tau_a(x, y)
+    if method == "spearman":
+        x, y = scipy.stats.rankdata(x), scipy.stats.rankdata(y)
+    if method != "cosine":
+        x, y = x - x.mean(), y - y.mean()
+    denom = math.sqrt(float(x @ x) * float(y @ y))
+    return float(np.clip((x @ y) / denom, -1.0, 1.0)) if denom > 0 else math.nan
+
+
+def _check_pair(a: RDM, b: RDM, method: str) -> None:
+    if method not in _METHODS:
+        raise RobustlensError(f"method must be one of {', '.join(_METHODS)}; received {method!r}.")
+    if a.n_stimuli != b.n_stimuli:
+        raise RobustlensError(f"the RDMs cover different numbers of stimuli: {a.n_stimuli} vs "
+                              f"{b.n_stimuli}; compare RDMs of the same stimuli.")
+
+
+def compare_rdms(a: RDM, b: RDM, method: CompareMethod = "spearman") -> float:
+    """Similarity of two RDMs of the same stimuli, from their upper triangles.
+
+    Entries undefined (NaN) in either RDM are left out. Returns NaN when fewer than two
+    entries remain or a correlation is undefined (a constant RDM).
+    """
+    _check_pair(a, b, method)
+    return _compare_vectors(a.vector(), b.vector(), method)
+
+
+def compare_rdm_sets(rows: Mapping[str, RDM], columns: Mapping[str, RDM],
+                     method: CompareMethod = "spearman") -> pd.DataFrame:
+    """Every RDM of ``rows`` compared with every RDM of ``columns`` (e.g. layer x layer of
+    two models, or clean vs adversarial per layer).
+
+    Returns:
+        Tidy rows ``row, row_index, column, column_index, similarity``.
+    """
+    out = []
+    for i, (rname, ra) in enumerate(rows.items()):
+        for j, (cname, cb) in enumerate(columns.items()):
+            out.append({"row": rname, "row_index": i, "column": cname, "column_index": j,
+                        "similarity": compare_rdms(ra, cb, method)})
+    return pd.DataFrame(out, columns=["row", "row_index", "column", "column_index", "similarity"])
+
+
+def bootstrap_compare_rdms(a: RDM, b: RDM, method: CompareMethod = "spearman", *,
+                           n_bootstrap: int = 1000, confidence: float = 0.95,
+                           seed: int = 0) -> BootstrapEstimate:
+    """:func:`compare_rdms` with a percentile bootstrap confidence interval over stimuli.
+
+    Each resample draws n stimuli with replacement and compares the two RDMs on the pairs
+    of draws that are different stimuli (pairs of a stimulus with its own copy, whose
+    dissimilarity is 0 by construction, are left out), as in rsatoolbox.
+
+    Args:
+        a, b: RDMs of the same stimuli.
+        method: as in :func:`compare_rdms`.
+        n_bootstrap: resamples.
+        confidence: level of the interval.
+        seed: seed of the resampling (a private ``numpy`` generator).
+    """
+    _check_pair(a, b, method)
+    check_confidence(confidence, n_bootstrap)
+    rng = np.random.default_rng(seed)
+    n = a.n_stimuli
+    i, j = np.triu_indices(n, k=1)
+    samples = np.empty(n_bootstrap)
+    for s in range(n_bootstrap):
+        draw = rng.integers(0, n, size=n)
+        si, sj = draw[i], draw[j]
+        keep = si != sj
+        samples[s] = _compare_vectors(a.matrix[si[keep], sj[keep]], b.matrix[si[keep], sj[keep]],
+                                      method)
+    return percentile_interval(compare_rdms(a, b, method), samples, confidence)
+
+
+class ClassRDM:
+    """Streaming class-averaged RDMs: per-class sums of each layer's activations.
+
+    Keeps, per layer, the number of images of each class and the float64 sum of their
+    (flattened) activations, on the activations' device: ``n_classes x n_features`` values
+    per layer, independent of the number of images. The RDM is computed over the class
+    means of the classes seen.
+
+    Args:
+        n_classes: number of classes (labels are 0 .. n_classes - 1).
+        metric: the RDMs' dissimilarity measure.
+        class_names: optional names, one per class (a stimulus descriptor of the RDMs).
+    """
+
+    def __init__(self, n_classes: int, metric: RDMMetric = "correlation",
+                 class_names: Sequence[str] | None = None) -> None:
+        if metric not in _METRICS:
+            raise RobustlensError(f"metric must be one of {', '.join(_METRICS)}; "
+                                  f"received {metric!r}.")
+        if class_names is not None and len(class_names) != n_classes:
+            raise RobustlensError(f"{len(class_names)} class names for {n_classes} classes.")
+        self.n_classes, self.metric = int(n_classes), metric
+        self.class_names = None if class_names is None else tuple(class_names)
+        self._order: list[str] = []
+        self._counts: dict[str, torch.Tensor] = {}
+        self._sums: dict[str, torch.Tensor] = {}
+
+    def update(self, activations: Mapping[str, torch.Tensor], labels: torch.Tensor) -> None:
+        """Add a batch: layer name -> (B, ...) activations and (B,) integer labels."""
+        for layer, a in activations.items():
+            if a.shape[0] != labels.shape[0]:
+                raise RobustlensError(f"layer {layer!r} has {a.shape[0]} images but "
+                                      f"{labels.shape[0]} labels.")
+            x = a.detach().reshape(a.shape[0], -1).double()
+            lab = labels.to(x.device).long()
+            if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= self.n_classes):
+                raise RobustlensError(f"labels must lie in [0, {self.n_classes}); received "
+                                      f"[{int(lab.min())}, {int(lab.max())}].")
+            sums = torch.zeros(self.n_classes, x.shape[1], dtype=torch.float64, device=x.device)
+            sums.index_add_(0, lab, x)
+            counts = torch.bincount(lab, minlength=self.n_classes).double()
+            self._add(layer, counts, sums)
+
+    def _add(self, layer: str, counts: torch.Tensor, sums: torch.Tensor) -> None:
+        if layer not in self._sums:
+            self._order.append(layer)
+            self._counts[layer] = torch.zeros_like(counts)
+            self._sums[layer] = torch.zeros_like(sums)
+        elif self._sums[layer].shape != sums.shape:
+            raise RobustlensError(f"layer {layer!r} has {self._sums[layer].shape[1]} features here "
+                                  f"and {sums.shape[1]} there.")
+        self._counts[layer] += counts.to(self._counts[layer].device)
+        self._sums[layer] += sums.to(self._sums[layer].device)
+
+    def merge(self, other: ClassRDM) -> ClassRDM:
+        """Add ``other``'s sums into this reducer (in place) and return it."""
+        for layer in other._order:
+            self._add(layer, other._counts[layer], other._sums[layer])
+        return self
+
+    @property
+    def layers(self) -> list[str]:
+        return list(self._order)
+
+    def class_means(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(classes seen, their (k, n_features) float64 mean activations) at ``layer``."""
+        if layer not in self._sums:
+            raise RobustlensError(f"layer {layer!r} has not been seen; seen: {self._order[:10]}")
+        counts = self._counts[layer]
+        seen = torch.nonzero(counts > 0).flatten()
+        return seen.cpu(), (self._sums[layer][seen] / counts[seen, None]).cpu()
+
+    def rdm(self, layer: str) -> RDM:
+        """The RDM of the class means at ``layer`` (classes never seen are left out)."""
+        seen, means = self.class_means(layer)
+        stim: dict[str, Any] = {"class": seen.numpy()}
+        if self.class_names is not None:
+            stim["class_name"] = np.asarray([self.class_names[c] for c in seen.tolist()])
+        return rdm(means, self.metric, descriptors={"layer": layer}, stimulus_descriptors=stim)
+
+    def rdms(self) -> dict[str, RDM]:
+        """Layer name -> :meth:`rdm`, in the order the layers were first seen."""
+        return {layer: self.rdm(layer) for layer in self._order}
+
+    def result(self) -> pd.DataFrame:
+        """Tidy RDM entries: ``layer, layer_index, class_i, class_j, dissimilarity, measure``."""
+        frames = []
+        for i, layer in enumerate(self._order):
+            r = self.rdm(layer)
+            tri_i, tri_j = np.triu_indices(r.n_stimuli, k=1)
+            cls = r.stimulus_descriptors["class"]
+            frames.append(pd.DataFrame({"layer": layer, "layer_index": i, "class_i": cls[tri_i],
+                                        "class_j": cls[tri_j],
+                                        "dissimilarity": r.matrix[tri_i, tri_j],
+                                        "measure": self.metric}))
+        cols = ["layer", "layer_index", "class_i", "class_j", "dissimilarity", "measure"]
+        return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state: dict[str, torch.Tensor] = {}
+        for layer in self._order:
+            state[f"{layer}|counts"] = self._counts[layer].cpu().clone()
+            state[f"{layer}|sums"] = self._sums[layer].cpu().clone()
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._order, self._counts, self._sums = [], {}, {}
+        for key, value in state.items():
+            layer, _, part = key.rpartition("|")
+            if layer not in self._order:
+                self._order.append(layer)
+            (self._counts if part == "counts" else self._sums)[layer] = value.clone().double()

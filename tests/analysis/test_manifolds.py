@@ -1,0 +1,87 @@
+"""Manifold dimension and participation ratio against scikit-learn / numpy; streaming."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.decomposition import PCA
+
+from robustlens.analysis import (
+    ClassManifolds,
+    manifold_dimension,
+    participation_ratio,
+    pca_variances,
+)
+from robustlens.errors import RobustlensError
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.8, 0.95, 0.99])
+def test_dimension_matches_sklearn_on_real_digits(digits, threshold):
+    for c in (0, 7):
+        x = digits.images[digits.labels == c].flatten(1).double().numpy()
+        expected = PCA(n_components=threshold, svd_solver="full").fit(x).n_components_
+        assert manifold_dimension(x, threshold) == expected
+
+
+def test_variances_and_participation_ratio_against_numpy():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 8, generator=g, dtype=torch.float64) * torch.arange(1, 9)
+    eig = np.sort(np.linalg.eigvalsh(np.cov(x.numpy(), rowvar=False)))[::-1]
+    np.testing.assert_allclose(pca_variances(x).numpy(), eig, rtol=1e-10)
+    np.testing.assert_allclose(pca_variances(x).numpy(),
+                               PCA().fit(x.numpy()).explained_variance_, rtol=1e-10)
+    assert participation_ratio(x) == pytest.approx(eig.sum() ** 2 / (eig**2).sum(), rel=1e-10)
+    iso = torch.randn(4000, 5, generator=g, dtype=torch.float64)
+    assert participation_ratio(iso) == pytest.approx(5.0, rel=0.05)
+
+
+@pytest.mark.parametrize("d", [1, 3, 7])
+def test_known_subspace_plus_small_noise(d):
+    g = torch.Generator().manual_seed(d)
+    basis = torch.linalg.qr(torch.randn(50, d, generator=g, dtype=torch.float64)).Q  # (50, d)
+    coords = torch.randn(200, d, generator=g, dtype=torch.float64) * 2.0
+    x = coords @ basis.T + 0.01 * torch.randn(200, 50, generator=g, dtype=torch.float64) + 4.0
+    assert manifold_dimension(x, 0.95) == d
+    assert manifold_dimension(x.float(), 0.95) == d
+    assert participation_ratio(x) == pytest.approx(d, rel=0.5)
+
+
+def test_degenerate_and_bad_input():
+    assert manifold_dimension(torch.ones(5, 4)) == 0
+    assert np.isnan(participation_ratio(torch.ones(5, 4)))
+    with pytest.raises(RobustlensError, match="threshold"):
+        manifold_dimension(torch.randn(5, 4), 95)
+    with pytest.raises(RobustlensError, match="at least 2"):
+        manifold_dimension(torch.randn(1, 4))
+
+
+def test_class_manifolds_streaming_matches_direct(digits):
+    x, labels = digits.images[:600].flatten(1), digits.labels[:600]
+    one = ClassManifolds(10, 0.9, class_names=digits.class_names)
+    parts = [ClassManifolds(10, 0.9) for _ in range(3)]
+    for k, lo in enumerate(range(0, 600, 128)):
+        batch = {"pixels": x[lo:lo + 128], "half": x[lo:lo + 128, :32]}
+        one.update(batch, labels[lo:lo + 128])
+        parts[k % 3].update(batch, labels[lo:lo + 128])
+    merged = parts[0].merge(parts[2]).merge(parts[1])
+    res = one.result()
+    assert len(res) == 20 and res["class_name"].iloc[4] == "4"
+    for c in range(10):
+        xc = x[labels == c].double()
+        np.testing.assert_allclose(one.covariance("pixels", c).numpy(), np.cov(xc.numpy(),
+                                   rowvar=False), atol=1e-12)
+        row = res[(res["layer"] == "pixels") & (res["class"] == c)].iloc[0]
+        assert row["n_images"] == len(xc)
+        assert row["dimension"] == manifold_dimension(xc, 0.9)
+        assert row["participation_ratio"] == pytest.approx(participation_ratio(xc), rel=1e-9)
+        assert row["total_variance"] == pytest.approx(float(xc.var(0).sum()), rel=1e-9)
+    m = merged.result()
+    pd.testing.assert_frame_equal(res.drop(columns="class_name"), m.drop(columns="class_name"),
+                                  check_exact=False, rtol=1e-9)
+    copy = ClassManifolds(10, 0.9)
+    copy.load_state_dict(one.state_dict())
+    pd.testing.assert_frame_equal(copy.result(), m)
+    with pytest.raises(RobustlensError, match="max_features"):
+        ClassManifolds(10, max_features=16).update({"pixels": x[:4]}, labels[:4])
