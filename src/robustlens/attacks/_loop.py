@@ -1,15 +1,35 @@
-"""The one iterative gradient loop every gradient attack runs on."""
+"""The one iterative gradient loop every gradient attack runs on.
+
+The loop is assembled from three parts, never copied per variant:
+
+* a threat model (:mod:`._threat`): random start, ascent direction, projection;
+* a criterion (:class:`._criteria.Objective`): untargeted / targeted, loss, success test;
+* a gradient estimator (:func:`objective_gradient`): the loss gradient, averaged over
+  ``eot_samples`` stochastic forward passes (expectation over transformation) run as one
+  stacked batch or in chunks that fit memory.
+
+Random restarts wrap the loop and keep, per example, the strongest result; early exit
+removes examples that are already adversarial from the batch between steps and restarts.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlens.attacks._threat import Norm, ascent_direction, project, random_start
+from robustlens.attacks._criteria import Objective
+from robustlens.attacks._threat import Norm, Radius, ascent_direction, project, random_start
+
+__all__ = ["EotPlan", "LoopResult", "eval_mode", "expected_logits", "gradient_attack",
+           "iterative_attack", "loss_gradient", "objective_gradient"]
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -40,6 +60,210 @@ def loss_gradient(model: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> to
     return grad
 
 
+def _stack(x: torch.Tensor, k: int) -> torch.Tensor:
+    """k copies of a batch stacked along the batch dimension: (k * B, C, H, W)."""
+    return x if k == 1 else x.repeat(k, *([1] * (x.ndim - 1)))
+
+
+def expected_logits(model: nn.Module, x: torch.Tensor, samples: int) -> torch.Tensor:
+    """Mean logits (B, K) over ``samples`` forward passes, run as one stacked batch.
+
+    Differentiable: gradients flow back to ``x``.
+    """
+    out: torch.Tensor = model(_stack(x, samples))
+    return out if samples == 1 else out.view(samples, x.shape[0], -1).mean(dim=0)
+
+
+@dataclass
+class EotPlan:
+    """How many of the k EOT samples run in one stacked pass; shrinks on out-of-memory.
+
+    Attributes:
+        samples: k, the number of gradient samples per step.
+        chunk: samples per pass (``samples`` = one k x B batch).
+    """
+
+    samples: int = 1
+    chunk: int = 1
+
+    @classmethod
+    def create(cls, samples: int, chunk: int | None) -> EotPlan:
+        return cls(samples, samples if chunk is None else max(1, min(chunk, samples)))
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def objective_gradient(model: nn.Module, x: torch.Tensor, objective: Objective, plan: EotPlan
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The EOT loss gradient and the mean logits at ``x``.
+
+    The gradient is ``(1/k) * sum_i grad_x L(f_i(x))`` over k = ``plan.samples`` forward
+    passes (with fresh model noise each), computed with respect to the input only.
+
+    Returns:
+        ``(grad, logits)``: grad shaped like ``x`` (B, C, H, W); detached mean logits (B, K).
+    """
+    k = plan.samples
+    while True:
+        try:
+            grad = torch.zeros_like(x)
+            logits_sum: torch.Tensor | None = None
+            done = 0
+            with torch.enable_grad():
+                while done < k:
+                    n = min(plan.chunk, k - done)
+                    xg = x.detach().requires_grad_(True)
+                    logits = model(_stack(xg, n))
+                    loss = objective.tile(n).ascent_loss(logits) / k
+                    (g,) = torch.autograd.grad(loss, xg)
+                    grad += g
+                    part = logits.detach().view(n, x.shape[0], -1).sum(dim=0)
+                    logits_sum = part if logits_sum is None else logits_sum + part
+                    done += n
+            assert logits_sum is not None
+            return grad, logits_sum / k
+        except (torch.OutOfMemoryError, RuntimeError) as err:
+            if plan.chunk == 1 or not _is_oom(err):
+                raise
+            plan.chunk = max(1, plan.chunk // 2)
+            log.info("EOT: out of memory, now %d of %d samples per pass", plan.chunk, k)
+
+
+def _final_logits(model: nn.Module, x: torch.Tensor, plan: EotPlan) -> torch.Tensor:
+    with torch.inference_mode():
+        return expected_logits(model, x, plan.samples).clone()
+
+
+@dataclass
+class LoopResult:
+    """What the loop found.
+
+    Attributes:
+        adversarial: (B, C, H, W) images in the eps-ball and in [0, 1].
+        success: (B,) bool from the last check of each example (mean logits over the EOT
+            samples), or ``None`` where the loop made no final check.
+    """
+
+    adversarial: torch.Tensor
+    success: torch.Tensor | None
+
+
+def gradient_attack(
+    model: nn.Module,
+    images: torch.Tensor,
+    objective: Objective,
+    *,
+    eps: Radius,
+    steps: int,
+    step_size: Radius,
+    norm: Norm,
+    random_init: bool,
+    generator: torch.Generator | None,
+    eot_samples: int = 1,
+    eot_chunk: int | None = None,
+    restarts: int = 1,
+    early_stop: bool = False,
+    check_success: bool = False,
+) -> LoopResult:
+    """Projected gradient ascent on the objective's loss, in pixel space.
+
+    ``x_{t+1} = proj_{B(x, eps) ∩ [0,1]}(x_t + step_size * direction(g_t))`` with ``g_t`` the
+    (EOT-averaged) loss gradient, starting at ``x`` or at a random point of the ball. FGSM is
+    the case ``steps=1``, ``step_size=eps``, no random start.
+
+    Args:
+        model: the classifier; called in whatever mode it is in (callers use
+            :func:`eval_mode`).
+        images: clean images (B, C, H, W) in [0, 1].
+        objective: labels / targets and loss.
+        eps: radius (float, or a tensor broadcastable to (B, 1, 1, 1)).
+        steps: gradient steps per restart.
+        step_size: step length, same units as eps.
+        norm: threat model.
+        random_init: start each restart at a random point of the ball.
+        generator: randomness of the random starts (drawn for the whole batch, so the
+            result does not depend on which examples left early).
+        eot_samples: k, gradient samples per step.
+        eot_chunk: samples per stacked pass; ``None`` = all k at once, halved on
+            out-of-memory.
+        restarts: independent runs; per example the successful (else lowest-margin) one is
+            kept.
+        early_stop: examples found adversarial (at a step's forward pass, which costs
+            nothing extra) keep that image and leave the batch.
+        check_success: make a final check even when not needed to pick among restarts.
+    """
+    x0 = images.detach()
+    b = x0.shape[0]
+    plan = EotPlan.create(eot_samples, eot_chunk)
+    eps_t = torch.as_tensor(eps, dtype=x0.dtype, device=x0.device)
+    if eps_t.ndim == 0 and float(eps_t) == 0:
+        return LoopResult(x0.clone(), _final_check(model, x0, objective, plan)
+                          if check_success or early_stop else None)
+    eps_b = eps_t.expand(b).reshape(b, *([1] * (x0.ndim - 1))) if eps_t.ndim <= 1 else eps_t
+    step_t = torch.as_tensor(step_size, dtype=x0.dtype, device=x0.device)
+    step_b = step_t.expand(b).reshape(b, *([1] * (x0.ndim - 1))) if step_t.ndim <= 1 else step_t
+
+    scored = restarts > 1 or check_success or early_stop
+    best = x0.clone()
+    best_success = torch.zeros(b, dtype=torch.bool, device=x0.device)
+    best_margin = torch.full((b,), float("inf"), dtype=x0.dtype, device=x0.device)
+
+    for _ in range(restarts):
+        start = random_start(x0, eps_b, norm, generator) if random_init else x0
+        if early_stop:
+            active: torch.Tensor | None = (~best_success).nonzero().squeeze(1)
+            assert active is not None
+            if active.numel() == 0:
+                break
+        else:
+            active = None
+        if active is None:
+            x_ref, eps_a, step_a, obj, x = x0, eps_b, step_b, objective, start.clone()
+        else:
+            x_ref, eps_a, step_a = x0[active], eps_b[active], step_b[active]
+            obj, x = objective.subset(active), start[active].clone()
+        for _step in range(steps):
+            grad, logits = objective_gradient(model, x, obj, plan)
+            if early_stop:
+                assert active is not None
+                hit = obj.is_adversarial(logits)
+                if bool(hit.any()):
+                    done = active[hit]
+                    best[done] = x[hit]
+                    best_success[done] = True
+                    best_margin[done] = obj.margin(logits)[hit]
+                    keep = ~hit
+                    active, x, grad = active[keep], x[keep], grad[keep]
+                    x_ref, eps_a, step_a = x_ref[keep], eps_a[keep], step_a[keep]
+                    obj = obj.subset(keep.nonzero().squeeze(1))
+                    if active.numel() == 0:
+                        break
+            x = project(x + step_a * ascent_direction(grad, norm), x_ref, eps_a, norm)
+        if active is not None and active.numel() == 0:
+            continue
+        if not scored:
+            best = x.detach()
+            continue
+        logits = _final_logits(model, x, plan)
+        success, margin = obj.is_adversarial(logits), obj.margin(logits)
+        prev_success = best_success if active is None else best_success[active]
+        prev_margin = best_margin if active is None else best_margin[active]
+        better = (success & ~prev_success) | ((success == prev_success) & (margin < prev_margin))
+        idx = better.nonzero().squeeze(1)
+        where = idx if active is None else active[idx]
+        best[where] = x[idx].detach()
+        best_success[where] = success[idx]
+        best_margin[where] = margin[idx]
+    return LoopResult(best.detach(), best_success if scored else None)
+
+
+def _final_check(model: nn.Module, x: torch.Tensor, objective: Objective, plan: EotPlan
+                 ) -> torch.Tensor:
+    return objective.is_adversarial(_final_logits(model, x, plan))
+
+
 def iterative_attack(
     model: nn.Module,
     images: torch.Tensor,
@@ -52,21 +276,12 @@ def iterative_attack(
     random_init: bool,
     generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """Projected gradient ascent on the loss, in pixel space.
-
-    ``x_{t+1} = proj_{B(x, eps) ∩ [0,1]}(x_t + step_size * direction(grad))``, starting at
-    ``x`` or at a random point of the ball. FGSM is the case ``steps=1``,
-    ``step_size=eps``, no random start.
+    """Untargeted cross-entropy PGD (the skeleton's entry point); see :func:`gradient_attack`.
 
     Returns:
         Detached adversarial images, same shape, dtype and device as ``images``.
     """
-    x = images.detach()
-    if eps == 0:
-        return x.clone()
-    x_adv = random_start(x, eps, norm, generator) if random_init else x.clone()
     with eval_mode(model):
-        for _ in range(steps):
-            grad = loss_gradient(model, x_adv, labels)
-            x_adv = project(x_adv + step_size * ascent_direction(grad, norm), x, eps, norm)
-    return x_adv.detach()
+        return gradient_attack(model, images, Objective(labels), eps=eps, steps=steps,
+                               step_size=step_size, norm=norm, random_init=random_init,
+                               generator=generator).adversarial

@@ -1,6 +1,8 @@
 """Threat models: the perturbation set's random start, step direction and projection.
 
 All quantities are in pixel space: ``eps`` is a distance in units of the [0, 1] pixel range.
+``eps`` is either one number for the whole batch or a tensor broadcastable to the images
+(e.g. (B, 1, 1, 1): one radius per example).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import torch
 Norm = Literal["inf", "2"]
 NORMS: tuple[str, ...] = ("inf", "2")
 
+Radius = float | torch.Tensor
+
 _TINY = 1e-12
 
 
@@ -21,7 +25,24 @@ def _per_example_norm(x: torch.Tensor, norm: Norm) -> torch.Tensor:
     return n.view(-1, *([1] * (x.ndim - 1)))
 
 
-def random_start(x: torch.Tensor, eps: float, norm: Norm, generator: torch.Generator | None
+def perturbation_norm(delta: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """Per-example norm of a perturbation (B, C, H, W) -> (B,), in pixel units.
+
+    ``"inf"``: the largest absolute pixel change; ``"2"``: the Euclidean norm over all pixels.
+    """
+    if delta.shape[0] == 0:
+        return delta.new_zeros(0)
+    return _per_example_norm(delta, norm).flatten()
+
+
+def dual_norm(g: torch.Tensor, norm: Norm) -> torch.Tensor:
+    """Per-example dual norm (B, 1, 1, 1): L1 for an L-inf threat model, L2 for L2."""
+    flat = g.flatten(1)
+    n = flat.abs().sum(dim=1) if norm == "inf" else flat.norm(p=2, dim=1)
+    return n.view(-1, *([1] * (g.ndim - 1)))
+
+
+def random_start(x: torch.Tensor, eps: Radius, norm: Norm, generator: torch.Generator | None
                  ) -> torch.Tensor:
     """A random point of the eps-ball around ``x`` (then clipped to [0, 1]).
 
@@ -47,11 +68,12 @@ def ascent_direction(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
     return grad / _per_example_norm(grad, "2").clamp_min(_TINY)
 
 
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: Radius, norm: Norm) -> torch.Tensor:
     """Project ``x_adv`` onto the eps-ball around ``x``, then clip to [0, 1]."""
     delta = x_adv - x
     if norm == "inf":
-        delta = delta.clamp(-eps, eps)
+        bound = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
+        delta = torch.clamp(delta, -bound, bound)
     else:
         n = _per_example_norm(delta, "2")
         delta = delta * (eps / n.clamp_min(_TINY)).clamp(max=1.0)

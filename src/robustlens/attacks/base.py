@@ -1,0 +1,164 @@
+"""The attack interface: a frozen config called as ``attack(model, images, labels)``.
+
+Every attack takes images of shape (B, C, H, W) holding pixels in [0, 1] and true labels
+(B,), and returns adversarial images of the same shape, in [0, 1]. ``eps`` is measured in
+that pixel scale (``8/255``, ``0.1``, ...; ``inf`` for unbounded minimisation attacks).
+During the call every module runs in eval mode (batch-norm statistics frozen, dropout off);
+afterwards the model's weights, buffers, modes and hooks are as they were. Randomness comes
+only from the ``generator`` passed to the call, or from one seeded with the attack's
+``seed``.
+
+:meth:`Attack.run` returns an :class:`AttackResult` with the per-example success and
+perturbation norms; calling the attack returns just the images.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robustlens._validation import check_images, check_labels
+from robustlens.attacks._threat import NORMS, Norm, perturbation_norm
+from robustlens.errors import ConfigError
+
+__all__ = ["Attack", "AttackResult", "Outcome", "check_eps", "check_norm", "check_positive_int"]
+
+
+def check_eps(eps: float, *, allow_inf: bool = False) -> None:
+    """Raise :class:`ConfigError` unless ``eps`` is a number >= 0 (finite unless allowed)."""
+    ok = isinstance(eps, int | float) and not isinstance(eps, bool) and not math.isnan(eps) \
+        and eps >= 0 and (allow_inf or math.isfinite(eps))
+    if not ok:
+        what = "a number >= 0 (or inf)" if allow_inf else "a finite number >= 0"
+        raise ConfigError(f"eps must be {what} in pixel units (e.g. 8/255); received {eps!r}.")
+
+
+def check_norm(norm: object) -> None:
+    """Raise :class:`ConfigError` unless ``norm`` is ``"inf"`` or ``"2"``."""
+    if norm not in NORMS:
+        raise ConfigError(f"norm must be one of {', '.join(map(repr, NORMS))}; received {norm!r}. "
+                          "Use 'inf' for L-inf or '2' for L2 (strings).")
+
+
+def check_positive_int(name: str, value: object) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is an integer >= 1."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be an integer >= 1; received {value!r}.")
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """The outcome of an attack on a batch.
+
+    Attributes:
+        adversarial: (B, C, H, W) adversarial images in [0, 1].
+        success: (B,) bool, the attack's criterion at its last check (misclassified, or
+            classified as the target); for stochastic models judged on the mean logits over
+            the attack's EOT samples; a fresh evaluation pass may disagree.
+        targets: (B,) target classes of a targeted attack, else ``None``.
+        linf: (B,) L-inf norm of the perturbation ``adversarial - images``, pixel units.
+        l2: (B,) L2 norm of the perturbation, pixel units.
+        minimal_norm: (B,) in the attack's own norm, the size of the adversarial
+            perturbation found (for DeepFool: before any eps restriction), ``inf`` where
+            the attack failed.
+    """
+
+    adversarial: torch.Tensor
+    success: torch.Tensor
+    targets: torch.Tensor | None
+    linf: torch.Tensor
+    l2: torch.Tensor
+    minimal_norm: torch.Tensor
+
+    @classmethod
+    def build(cls, images: torch.Tensor, adversarial: torch.Tensor, success: torch.Tensor,
+              targets: torch.Tensor | None, norm: Norm,
+              found_norm: torch.Tensor | None = None) -> AttackResult:
+        """Fill in the norms from the clean and adversarial images."""
+        delta = (adversarial - images).detach()
+        linf, l2 = perturbation_norm(delta, "inf"), perturbation_norm(delta, "2")
+        own = found_norm if found_norm is not None else (linf if norm == "inf" else l2)
+        minimal = torch.where(success, own, torch.full_like(own, float("inf")))
+        return cls(adversarial.detach(), success, targets, linf, l2, minimal)
+
+
+class Attack:
+    """Base of the attacks: validates the inputs, then runs :meth:`_run`.
+
+    Subclasses are frozen dataclasses with an ``eps`` field (pixel units) and a ``norm``.
+    """
+
+    eps: float
+    norm: Norm
+
+    @property
+    def name(self) -> str:
+        """Short lower-case label (``"pgd"``, ``"pgd_l2"``, ``"deepfool"``, ...)."""
+        base = type(self).__name__.lower()
+        return base + ("_l2" if getattr(self, "norm", "inf") == "2" else "")
+
+    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+                 generator: torch.Generator | None = None,
+                 targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Attack ``model`` on ``images`` (B, C, H, W) in [0, 1] with true ``labels`` (B,).
+
+        Args:
+            model: any classifier taking pixels in [0, 1] and returning logits.
+            images: clean images.
+            labels: true class indices.
+            generator: source of randomness (random starts, random targets); by default
+                one seeded from the attack's ``seed`` on the images' device.
+            targets: target classes (B,) for an attack built with ``targeted="given"``.
+
+        Returns:
+            Adversarial images (B, C, H, W) in [0, 1], detached.
+        """
+        check_images(images)
+        check_labels(labels, images.shape[0])
+        return self._run(model, images, labels.to(images.device), generator=generator,
+                         targets=targets, early_stop=False, scored=False).adversarial
+
+    def run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+            generator: torch.Generator | None = None, targets: torch.Tensor | None = None,
+            early_stop: bool = False) -> AttackResult:
+        """Like calling the attack, with the per-example outcome.
+
+        Args:
+            early_stop: let examples that are already adversarial keep that image and leave
+                the batch between steps and restarts (what a robust-accuracy evaluation
+                wants; adversarial training wants full-strength images instead).
+        """
+        check_images(images)
+        check_labels(labels, images.shape[0])
+        out = self._run(model, images, labels.to(images.device), generator=generator,
+                        targets=targets, early_stop=early_stop, scored=True)
+        assert out.success is not None
+        return AttackResult.build(images, out.adversarial, out.success, out.targets, self.norm,
+                                  out.found_norm)
+
+    def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+             generator: torch.Generator | None, targets: torch.Tensor | None,
+             early_stop: bool, scored: bool) -> Outcome:
+        """Run the attack; ``scored`` asks for ``success`` (may cost a final forward pass)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :meth:`Attack._run` returns (internal).
+
+    Attributes:
+        adversarial: (B, C, H, W) images.
+        success: (B,) bool, or ``None`` when not asked for.
+        targets: (B,) targets of a targeted attack, else ``None``.
+        found_norm: (B,) perturbation norm before any eps restriction (DeepFool), or
+            ``None`` to use the norm of ``adversarial - images``.
+    """
+
+    adversarial: torch.Tensor
+    success: torch.Tensor | None
+    targets: torch.Tensor | None = None
+    found_norm: torch.Tensor | None = None

@@ -1,0 +1,165 @@
+"""DeepFool (Moosavi-Dezfooli et al. 2016), L-inf and L2, batched over the whole batch.
+
+At each iteration every example still correctly classified linearises the logit
+differences ``f_j - f_y`` around its current point and takes the smallest step that
+crosses the nearest linearised boundary:
+
+* L2: ``r = |f_j - f_y| / ||g_j||_2^2 * g_j``,
+* L-inf: ``r = |f_j - f_y| / ||g_j||_1 * sign(g_j)``,
+
+with ``g_j = grad_x (f_j - f_y)`` and ``j`` the class minimising
+``|f_j - f_y| / ||g_j||_q`` (q the dual norm). Steps accumulate; the image is
+``clip(x + (1 + overshoot) * sum r)``. Pixels already at 0 or 1 whose gradient points out of
+the [0, 1] box are left out of ``g_j`` (otherwise clipping would eat part of every step and
+the iterates would approach the boundary only geometrically). For an affine model one step
+finds the exact minimal perturbation. Examples stop individually as soon as they are
+misclassified (by a logit margin of at least 1e-4, so ties do not count); the batch shrinks,
+there is no per-example Python loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from robustlens.attacks._loop import eval_mode, expected_logits
+from robustlens.attacks._stochastic import warn_if_stochastic
+from robustlens.attacks._threat import Norm, dual_norm, perturbation_norm, project
+from robustlens.attacks.base import Attack, Outcome, check_eps, check_norm, check_positive_int
+from robustlens.errors import ConfigError
+
+__all__ = ["DeepFool"]
+
+_TINY = 1e-12
+_TIE = 1e-4  # logit units: a success needs a margin this clear; steps cross at least this much
+
+
+def _clear_miss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Misclassified with a margin of at least ``_TIE`` (ties do not count)."""
+    own = logits.gather(1, labels[:, None]).squeeze(1)
+    other = logits.scatter(1, labels[:, None], float("-inf")).amax(dim=1)
+    return other - own > _TIE
+
+
+@dataclass(frozen=True)
+class DeepFool(Attack):
+    """DeepFool, a minimal-perturbation attack; untargeted.
+
+    Args:
+        norm: ``"inf"`` or ``"2"``: the norm whose perturbation is minimised.
+        overshoot: the accumulated perturbation is scaled by ``1 + overshoot`` to cross
+            the boundary.
+        steps: maximum iterations; examples stop as soon as they are misclassified.
+        candidates: the true class and the ``candidates - 1`` other classes with the
+            largest clean logits are considered (``None``: all classes). Costs one backward
+            pass per other candidate per iteration.
+        eps: optional bound; a perturbation larger than ``eps`` (in ``norm``) is projected
+            onto the eps-ball, as a fixed-eps evaluation requires. ``inf`` (default) keeps
+            the minimal adversarial found. The result's ``minimal_norm`` is the size found
+            before projection.
+        eot_samples: logits and their gradients averaged over this many forward passes
+            (for stochastic models).
+        warn_stochastic: warn when the model is stochastic and ``eot_samples == 1``.
+    """
+
+    norm: Norm = "inf"
+    overshoot: float = 0.02
+    steps: int = 50
+    candidates: int | None = 10
+    eps: float = field(default=math.inf, kw_only=True)
+    eot_samples: int = field(default=1, kw_only=True)
+    warn_stochastic: bool = field(default=True, kw_only=True)
+
+    def __post_init__(self) -> None:
+        check_norm(self.norm)
+        if not (isinstance(self.overshoot, int | float) and self.overshoot >= 0):
+            raise ConfigError(f"overshoot must be a number >= 0; received {self.overshoot!r}.")
+        check_positive_int("steps", self.steps)
+        check_positive_int("eot_samples", self.eot_samples)
+        if self.candidates is not None:
+            check_positive_int("candidates", self.candidates)
+            if self.candidates < 2:
+                raise ConfigError(f"candidates must be >= 2 (the true class and at least one "
+                                  f"other) or None; received {self.candidates!r}.")
+        check_eps(self.eps, allow_inf=True)
+
+    def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
+             generator: torch.Generator | None, targets: torch.Tensor | None,
+             early_stop: bool, scored: bool) -> Outcome:
+        if targets is not None:
+            raise ConfigError("DeepFool is untargeted; use PGD(targeted=...) for targeted "
+                              "attacks.")
+        with eval_mode(model):
+            if self.eot_samples == 1 and self.warn_stochastic:
+                warn_if_stochastic(model, images, self.name)
+            adversarial, success, found = self._deepfool(model, images.detach(), labels)
+            if math.isfinite(self.eps):
+                restricted = project(adversarial, images, self.eps, self.norm)
+                changed = found > self.eps
+                if bool(changed.any()):
+                    adversarial = restricted
+                    with torch.inference_mode():
+                        logits = expected_logits(model, adversarial, self.eot_samples)
+                        success = logits.argmax(1) != labels
+        return Outcome(adversarial, success, None, found)
+
+    def _deepfool(self, model: nn.Module, x0: torch.Tensor, labels: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batched DeepFool: (adversarial, success, perturbation norm) per example."""
+        b = x0.shape[0]
+        k = self.eot_samples
+        with torch.inference_mode():
+            clean = expected_logits(model, x0, k).clone()
+        n_classes = clean.shape[1]
+        c = n_classes if self.candidates is None else min(self.candidates, n_classes)
+        others = clean.scatter(1, labels[:, None], float("-inf")).topk(c - 1, dim=1).indices
+
+        x_adv = x0.clone()
+        success = torch.zeros(b, dtype=torch.bool, device=x0.device)
+        total = torch.zeros_like(x0)
+        active = torch.arange(b, device=x0.device)
+        scale = 1.0 + self.overshoot
+        for it in range(self.steps + 1):
+            x = x_adv[active].detach().requires_grad_(True)
+            with torch.enable_grad():
+                logits = expected_logits(model, x, k)
+                hit = _clear_miss(logits.detach(), labels[active])
+                if bool(hit.any()):
+                    success[active[hit]] = True
+                    keep = ~hit
+                    if not bool(keep.any()):
+                        break
+                    active = active[keep]
+                    # Re-run the forward on the remaining examples only: cheaper than carrying
+                    # the finished ones through c - 1 backward passes.
+                    x = x_adv[active].detach().requires_grad_(True)
+                    logits = expected_logits(model, x, k)
+                if it == self.steps:
+                    break
+                y = labels[active]
+                f_y = logits.gather(1, y[:, None])
+                f_other = logits.gather(1, others[active]) - f_y  # (n, c - 1), < 0
+                best_dist = torch.full((x.shape[0],), float("inf"), device=x.device, dtype=x.dtype)
+                best_step = torch.zeros_like(x)
+                for j in range(c - 1):
+                    (g,) = torch.autograd.grad(f_other[:, j].sum(), x, retain_graph=j < c - 2)
+                    # pixels at the box edge cannot move outwards: drop them from the step
+                    g = g.masked_fill(((x <= 0) & (g < 0)) | ((x >= 1) & (g > 0)), 0.0)
+                    df = f_other[:, j].detach().abs().view(-1, *([1] * (x.ndim - 1)))
+                    q = dual_norm(g, self.norm)
+                    dist = (df / (q + _TINY)).flatten()
+                    df = df.clamp_min(_TIE)
+                    if self.norm == "2":
+                        step = df / (q.square() + _TINY) * g
+                    else:
+                        step = df / (q + _TINY) * g.sign()
+                    closer = dist < best_dist
+                    best_dist = torch.where(closer, dist, best_dist)
+                    best_step = torch.where(closer.view(-1, *([1] * (x.ndim - 1))), step, best_step)
+            total[active] += best_step
+            x_adv[active] = (x0[active] + scale * total[active]).clamp(0.0, 1.0)
+        found = perturbation_norm(x_adv - x0, self.norm)
+        return x_adv.detach(), success, found
