@@ -1,0 +1,69 @@
+"""Every figure builds from real analysis outputs and returns a Figure it does not show."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from robustlens.analysis import (
+    ChannelSensitivity,
+    ClassRDM,
+    LayerDissimilarity,
+    compare_rdm_sets,
+    correlate_tables,
+    pca_images,
+    plots,
+    top_k_channels,
+)
+from robustlens.errors import RobustlensError
+
+
+def pair(seed: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    clean = {"a": torch.randn(6, 4, 3, 3, generator=g), "b": torch.randn(6, 5, generator=g)}
+    return clean, {k: v + 0.3 * torch.randn(v.shape, generator=g) for k, v in clean.items()}
+
+
+def frames() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    dis, sens, layers = [], [], []
+    for model in ("robust", "standard"):
+        for eps in (0.1, 0.2):
+            d, s = LayerDissimilarity(), ChannelSensitivity()
+            d.update(*pair(int(eps * 10))), s.update(*pair(3))
+            for out, df in ((dis, d.result()), (sens, s.result()), (layers, s.layer_result())):
+                out.append(df.assign(model=model, eps=eps))
+    return pd.concat(dis), pd.concat(sens), pd.concat(layers)
+
+
+def test_figures_build(tmp_path, digits):
+    dis, sens, layer_sens = frames()
+    figs = [plots.plot_layer_dissimilarity(dis), plots.plot_layer_sensitivity(layer_sens),
+            plots.plot_layer_dissimilarity(dis, relative_depth=True, panel=None, error=None)]
+    top = top_k_channels(sens[sens["eps"] == 0.2], 3)
+    figs.append(plots.plot_top_sensitivity(top))
+    crdm = ClassRDM(10, class_names=digits.class_names)
+    crdm.update({"pixels": digits.images[:200], "rows": digits.images[:200].mean(3)},
+                digits.labels[:200])
+    figs.append(plots.plot_rdm(crdm.rdm("pixels"), labels="class_name"))
+    figs.append(plots.plot_rdm_similarity(compare_rdm_sets(crdm.rdms(), crdm.rdms())))
+    dims = pd.DataFrame({"model": ["m"] * 5, "class": range(5), "dimension": [1, 3, 2, 5, 4]})
+    acc = pd.DataFrame({"model": ["m"] * 5, "class": range(5), "accuracy": [.9, .5, .7, .2, .4]})
+    corr = correlate_tables(dims, acc, "dimension", "accuracy", n_bootstrap=20)
+    figs.append(plots.plot_manifold_accuracy(dims.merge(acc), correlations=corr))
+    clean, adv = pair(4)
+    ci, ai = pca_images(clean["a"], adv["a"])
+    figs.append(plots.plot_pca_images(ci, ai, row_labels=[f"img{i}" for i in range(6)],
+                                      inputs=(digits.images[:6], digits.images[:6])))
+    for i, fig in enumerate(figs):
+        assert isinstance(fig, Figure)
+        fig.savefig(tmp_path / f"{i}.png", dpi=40)
+        assert (tmp_path / f"{i}.png").stat().st_size > 0
+
+
+def test_figure_input_errors():
+    with pytest.raises(RobustlensError, match="lacks"):
+        plots.plot_layer_dissimilarity(pd.DataFrame({"layer": ["a"]}))
+    with pytest.raises(RobustlensError, match="differ in shape"):
+        plots.plot_pca_images(torch.zeros(1, 3, 2, 2), torch.zeros(2, 3, 2, 2))
