@@ -1,5 +1,25 @@
-"""Evaluation: clean and robust accuracy."""
+"""Evaluation: robust accuracy, per-class and per-example results, worst case over attacks,
+the FGSM sweet spot of two models, and the gradient-masking audit."""
 
 from robustlens.evaluation.accuracy import AccuracyCounter, robust_accuracy
+from robustlens.evaluation.results import (
+    RobustnessResults,
+    eps_sweep,
+    evaluate_robustness,
+    expected_correct,
+    with_eps,
+    worst_case,
+    worst_case_accuracy,
+)
 
-__all__ = ["AccuracyCounter", "robust_accuracy"]
+__all__ = [
+    "AccuracyCounter",
+    "RobustnessResults",
+    "eps_sweep",
+    "evaluate_robustness",
+    "expected_correct",
+    "robust_accuracy",
+    "with_eps",
+    "worst_case",
+    "worst_case_accuracy",
+]

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import torch
 from torch import nn
 
 from robustlens.attacks import Attack
-from robustlens.attacks._loop import eval_mode
 from robustlens.data.dataset import ImageDataset
 
 __all__ = ["AccuracyCounter", "robust_accuracy"]
@@ -46,8 +45,8 @@ class AccuracyCounter:
 
     def result(self) -> pd.DataFrame:
         """One row: ``n_images, n_correct, accuracy``."""
-        return pd.DataFrame([{"n_images": int(self.total.sum()), "n_correct": int(self.correct.sum()),
-                              "accuracy": self.accuracy}])
+        return pd.DataFrame([{"n_images": int(self.total.sum()),
+                              "n_correct": int(self.correct.sum()), "accuracy": self.accuracy}])
 
     def per_class(self) -> pd.DataFrame:
         """One row per class: ``class_index, n_images, n_correct, accuracy``."""
@@ -62,41 +61,38 @@ class AccuracyCounter:
         self.correct, self.total = state["correct"].clone(), state["total"].clone()
 
 
-def robust_accuracy(model: nn.Module, data: ImageDataset, attacks: Mapping[str, Attack], *,
+def robust_accuracy(model: nn.Module, data: ImageDataset,
+                    attacks: Mapping[str, Attack | Sequence[Attack]], *,
                     batch_size: int = 256, device: torch.device | str = "cpu",
-                    generator: torch.Generator | None = None) -> pd.DataFrame:
+                    generator: torch.Generator | None = None, early_exit: bool | None = None,
+                    n_passes: int = 1, noise_baseline: bool = False, seed: int = 0
+                    ) -> pd.DataFrame:
     """Clean accuracy and robust accuracy under each attack, as a tidy table.
+
+    The summary of :func:`~robustlens.evaluation.evaluate_robustness` (see there for
+    early exit, stochastic models and the noise baseline).
 
     Args:
         model: any classifier taking pixels in [0, 1].
         data: the images to attack.
-        attacks: label -> attack; the label names the row (e.g. ``"pgd"``).
+        attacks: label -> attack (or a list of the same attack at several eps); the label
+            names the row (e.g. ``"pgd"``).
         batch_size: images per batch.
         device: where to run.
         generator: randomness for the attacks' random starts.
+        early_exit: ``None``: on for deterministic models, off for stochastic ones.
+        n_passes: forward passes averaged for ``expected_accuracy``.
+        noise_baseline: add random-noise rows of every norm and eps used.
+        seed: seed of the attacks' generator when ``generator`` is ``None``.
 
     Returns:
-        One row per attack (plus ``attack="clean"``, eps 0): ``attack, eps, n_images,
-        n_correct, accuracy``.
+        One row per attack x eps (plus ``attack="clean"``, eps 0): ``attack, eps, norm,
+        n_images, n_correct, accuracy, expected_accuracy, n_passes, stochastic, early_exit,
+        seconds``.
     """
-    device = torch.device(device)
-    model.to(device)
-    counters = {"clean": AccuracyCounter(data.num_classes)}
-    counters.update({label: AccuracyCounter(data.num_classes) for label in attacks})
-    with eval_mode(model):
-        for x, y in data.batches(batch_size):
-            x, y = x.to(device), y.to(device)
-            with torch.inference_mode():
-                counters["clean"].update(model(x).argmax(1), y)
-            for label, attack in attacks.items():
-                x_adv = attack(model, x, y, generator=generator)
-                with torch.inference_mode():
-                    counters[label].update(model(x_adv).argmax(1), y)
-    rows = []
-    for label, counter in counters.items():
-        eps = 0.0 if label == "clean" else float(attacks[label].eps)
-        rows.append({"attack": label, "eps": eps, **counter.result().iloc[0].to_dict()})
-    df = pd.DataFrame(rows)
-    df["n_images"] = df["n_images"].astype(int)
-    df["n_correct"] = df["n_correct"].astype(int)
-    return df
+    from robustlens.evaluation.results import evaluate_robustness
+
+    results = evaluate_robustness(model, data, attacks, batch_size=batch_size, device=device,
+                                  early_exit=early_exit, n_passes=n_passes,
+                                  noise_baseline=noise_baseline, seed=seed, generator=generator)
+    return results.summary
