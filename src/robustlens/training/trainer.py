@@ -26,13 +26,18 @@ class AdversarialTraining:
 
     Each training batch is replaced by PGD adversarial examples crafted against the
     current model (in eval mode, so batch-norm statistics come from clean-mode passes).
+    With ``clean_weight > 0`` the loss mixes the clean and the adversarial batch
+    (Goodfellow et al. 2015): ``clean_weight * CE(x) + (1 - clean_weight) * CE(x_adv)``,
+    both halves in one forward pass.
 
     Args:
-        eps: L-inf radius.
+        eps: radius in pixel units, in ``norm``.
         steps: PGD steps per batch.
         step_size: PGD step; ``None`` = ``2.5 * eps / steps``.
         random_start: start PGD at a random point of the ball.
         warmup_epochs: ramp eps linearly from 0 to ``eps`` over this many epochs.
+        norm: ``"inf"`` (Madry et al.) or ``"2"``.
+        clean_weight: weight of the clean loss in [0, 1]; 0 is pure adversarial training.
     """
 
     eps: float = 0.1
@@ -40,6 +45,23 @@ class AdversarialTraining:
     step_size: float | None = None
     random_start: bool = True
     warmup_epochs: float = 0.0
+    norm: str = "inf"
+    clean_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.eps, int | float) and 0 <= self.eps < float("inf")):
+            raise ConfigError(f"adversarial eps must be a finite number >= 0 in pixel units; "
+                              f"received {self.eps!r}.")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ConfigError("adversarial steps must be an integer >= 1; "
+                              f"received {self.steps!r}.")
+        if self.norm not in ("inf", "2"):
+            raise ConfigError(f"adversarial norm must be 'inf' or '2'; received {self.norm!r}.")
+        if not (isinstance(self.clean_weight, int | float) and 0 <= self.clean_weight <= 1):
+            raise ConfigError("adversarial clean_weight must lie in [0, 1]; "
+                              f"received {self.clean_weight!r}.")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"warmup_epochs must be >= 0; received {self.warmup_epochs!r}.")
 
 
 @dataclass(frozen=True)
@@ -127,15 +149,27 @@ def train_model(model: nn.Module, data: ImageDataset, config: TrainConfig, *,
         for b in range(steps_per_epoch):
             idx = perm[b * config.batch_size:(b + 1) * config.batch_size]
             x, y = data.images[idx].to(device), data.labels[idx].to(device)
+            x_adv: torch.Tensor | None = None
             if adv is not None:
-                frac = 1.0 if adv.warmup_epochs <= 0 else min(1.0, (step + 1) / (adv.warmup_epochs * steps_per_epoch))
+                ramp = adv.warmup_epochs * steps_per_epoch
+                frac = 1.0 if adv.warmup_epochs <= 0 else min(1.0, (step + 1) / ramp)
                 eps = adv.eps * frac
                 if eps > 0:
                     attack = PGD(eps=eps, steps=adv.steps, step_size=None if adv.step_size is None
-                                 else adv.step_size * frac, random_start=adv.random_start)
-                    x = attack(model, x, y, generator=attack_gen)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+                                 else adv.step_size * frac, norm=adv.norm,  # type: ignore[arg-type]
+                                 random_start=adv.random_start)
+                    x_adv = attack(model, x, y, generator=attack_gen)
+            if x_adv is None:
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+            elif adv is not None and adv.clean_weight > 0:
+                both = model(torch.cat([x, x_adv]))  # one pass: clean and adversarial halves
+                logits = both[len(y):]
+                loss = adv.clean_weight * F.cross_entropy(both[:len(y)], y) \
+                    + (1 - adv.clean_weight) * F.cross_entropy(logits, y)
+            else:
+                logits = model(x_adv)
+                loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
