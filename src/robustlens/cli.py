@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from robustlens.errors import RobustlensError
 
@@ -71,7 +72,7 @@ def _version() -> str:
     return __version__
 
 
-def _print_accuracy(result_tables: dict) -> None:  # type: ignore[type-arg]
+def _print_accuracy(result_tables: dict[str, Any]) -> None:
     from robustlens.study.report import accuracy_summary
 
     table = accuracy_summary(result_tables["accuracy"]).set_index("model")

@@ -149,8 +149,8 @@ def test_models_command_and_unknown_pattern(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_demo_config_is_valid() -> None:
-    from importlib import resources
     import tomllib
+    from importlib import resources
 
     raw = tomllib.loads(resources.files("robustlens.study").joinpath("demo.toml").read_text())
     config = parse_config(raw)
