@@ -141,3 +141,8 @@ def test_penultimate_layer():
     from torchvision.models import resnet18
 
     assert penultimate_layer(resnet18(), torch.rand(1, 3, 32, 32)) == "avgpool"
+    assert penultimate_layer(resnet18()) == "avgpool"  # static rule, no forward pass
+    assert penultimate_layer(model) == "classifier.1"
+    tail = nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3),
+                         nn.Identity())
+    assert penultimate_layer(tail) == penultimate_layer(tail, torch.rand(1, 1, 5, 5)) == "1"

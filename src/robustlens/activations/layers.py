@@ -233,21 +233,36 @@ _PASS_THROUGH = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaD
 
 
 @torch.no_grad()
-def penultimate_layer(model: nn.Module, example: torch.Tensor) -> str:
+def penultimate_layer(model: nn.Module, example: torch.Tensor | None = None) -> str:
     """The call name of the last layer before the classification layer.
 
-    Runs ``model`` once on ``example`` and returns the last recorded leaf call before the one
-    that produces the logits, skipping pass-through modules (dropout, identity, flatten). For
-    a torchvision ResNet50 this is ``"avgpool"`` (2048 values per image); for robustlens'
-    small CNNs ``"classifier.1"``.
+    With ``example``, runs ``model`` once on it and returns the last recorded leaf call before
+    the one that produces the logits, skipping pass-through modules (dropout, identity,
+    flatten). Without it, applies the same rule to the leaf modules in definition order
+    (drop trailing pass-through modules, then the classifier, then pass-through modules
+    again), which agrees for models defined in the order they run. For a torchvision
+    ResNet50 this is ``"avgpool"`` (2048 values per image); for robustlens' small CNNs
+    ``"classifier.1"``.
 
     Args:
         model: a classifier; it is not changed (its mode is restored).
-        example: (B, ...) a valid input batch, e.g. one image.
+        example: (B, ...) a valid input batch, e.g. one image; optional.
     """
+    modules = dict(model.named_modules())
+    if example is None:
+        leaves = [n for n, m in modules.items() if n and not any(True for _ in m.children())]
+        while leaves and isinstance(modules[leaves[-1]], _PASS_THROUGH):
+            leaves.pop()
+        leaves = leaves[:-1]
+        while leaves and isinstance(modules[leaves[-1]], _PASS_THROUGH):
+            leaves.pop()
+        if not leaves:
+            raise RobustlensError("the model has no layer before its output; name the layer "
+                                  "explicitly.")
+        return leaves[-1]
+
     from robustlens.activations.recorder import record
 
-    modules = dict(model.named_modules())
     was_training = model.training
     model.eval()
     try:
