@@ -52,10 +52,13 @@ def test_figures_build(tmp_path, digits):
     acc = pd.DataFrame({"model": ["m"] * 5, "class": range(5), "accuracy": [.9, .5, .7, .2, .4]})
     corr = correlate_tables(dims, acc, "dimension", "accuracy", n_bootstrap=20)
     figs.append(plots.plot_manifold_accuracy(dims.merge(acc), correlations=corr))
+    figs.append(plots.plot_manifold_dimensions(pd.concat([dims, dims.assign(model="n")])))
     clean, adv = pair(4)
     ci, ai = pca_images(clean["a"], adv["a"])
     figs.append(plots.plot_pca_images(ci, ai, row_labels=[f"img{i}" for i in range(6)],
                                       inputs=(digits.images[:6], digits.images[:6])))
+    layers = [ci[0], ci[1, :1, :2]]  # rows of different sizes
+    figs.append(plots.plot_pca_images(layers, [ai[0], ai[1, :1, :2]]))
     for i, fig in enumerate(figs):
         assert isinstance(fig, Figure)
         fig.savefig(tmp_path / f"{i}.png", dpi=40)

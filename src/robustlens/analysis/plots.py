@@ -20,6 +20,7 @@ __all__ = [
     "plot_layer_dissimilarity",
     "plot_layer_sensitivity",
     "plot_manifold_accuracy",
+    "plot_manifold_dimensions",
     "plot_pca_images",
     "plot_rdm",
     "plot_rdm_similarity",
@@ -229,6 +230,39 @@ def plot_manifold_accuracy(table: pd.DataFrame, *, x: str = "dimension", y: str 
     return fig
 
 
+def plot_manifold_dimensions(table: pd.DataFrame, *, value: str = "dimension",
+                             hue: str = "model", title: str = "") -> Figure:
+    """Study S3: per-class manifold dimension, grouped bars, one colour per model.
+
+    Args:
+        table: :meth:`ClassManifolds.result` rows with a ``hue`` column (e.g. random,
+            standard and adversarially trained models).
+        value: ``"dimension"`` or ``"participation_ratio"``.
+        hue: one bar colour per value of this column.
+        title: the figure title.
+    """
+    _require(table, ["class", value], "plot_manifold_dimensions")
+    groups = list(table.groupby(hue, sort=False)) if hue in table.columns else [("", table)]
+    classes = sorted(table["class"].unique())
+    names = (table.drop_duplicates("class").set_index("class")["class_name"].astype(str)
+             if "class_name" in table.columns else pd.Series({c: str(c) for c in classes}))
+    width = 0.8 / max(len(groups), 1)
+    fig = Figure(figsize=(max(5.0, 0.5 * len(classes) * max(len(groups), 1) ** 0.5 + 2), 3.8),
+                 layout="constrained")
+    ax = fig.subplots()
+    for k, (name, g) in enumerate(groups):
+        g = g.set_index("class").reindex(classes)
+        mean = float(np.nanmean(g[value].to_numpy(dtype=float)))
+        ax.bar(np.arange(len(classes)) + (k - (len(groups) - 1) / 2) * width,
+               g[value].to_numpy(dtype=float), width, label=f"{name} (mean {mean:.3g})")
+    ax.set_xticks(np.arange(len(classes)), [names[c] for c in classes], rotation=45, fontsize=7)
+    ax.set_ylabel(f"class manifold {value}")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    return fig
+
+
 def _to_rgb(image: torch.Tensor) -> np.ndarray:
     a = image.detach().float().cpu().clamp(0, 1)
     if a.ndim != 3 or a.shape[0] not in (1, 3):
@@ -237,27 +271,33 @@ def _to_rgb(image: torch.Tensor) -> np.ndarray:
     return a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
 
 
-def plot_pca_images(clean: torch.Tensor, adversarial: torch.Tensor, *,
+def plot_pca_images(clean: torch.Tensor | Sequence[torch.Tensor],
+                    adversarial: torch.Tensor | Sequence[torch.Tensor], *,
                     row_labels: Sequence[str] | None = None,
                     inputs: tuple[torch.Tensor, torch.Tensor] | None = None,
                     title: str = "") -> Figure:
-    """Study S1: PCA images of activations, clean next to adversarial, one row per image.
+    """Study S1: PCA images of activations, clean next to adversarial, one row each.
 
     Args:
-        clean, adversarial: (B, 3 or 1, H, W) images in [0, 1] from :func:`pca_images`.
+        clean, adversarial: (B, 3 or 1, H, W) images in [0, 1] from :func:`pca_images`, or
+            sequences of (3 or 1, H, W) images (rows may then differ in size, e.g. one row
+            per layer).
         row_labels: one label per row (e.g. the model or layer).
-        inputs: optional (clean, adversarial) input images (B, C, H, W) in [0, 1], shown in
-            two extra columns on the left.
+        inputs: optional (clean, adversarial) input images, (B, C, H, W) in [0, 1] with
+            C = 1 or 3, shown in two extra columns on the left.
         title: the figure title.
     """
-    if clean.shape != adversarial.shape:
-        raise RobustlensError(f"clean and adversarial images differ in shape: "
-                              f"{tuple(clean.shape)} vs {tuple(adversarial.shape)}")
-    n = clean.shape[0]
-    columns: list[tuple[str, torch.Tensor]] = []
+    if len(clean) != len(adversarial) or any(
+            c.shape != a.shape for c, a in zip(clean, adversarial, strict=True)):
+        raise RobustlensError("clean and adversarial images differ in shape or number: "
+                              f"{[tuple(c.shape) for c in clean]} vs "
+                              f"{[tuple(a.shape) for a in adversarial]}")
+    n = len(clean)
+    columns: list[tuple[str, Sequence[torch.Tensor]]] = []
     if inputs is not None:
-        columns += [("clean input", inputs[0]), ("adversarial input", inputs[1])]
-    columns += [("clean activations", clean), ("adversarial activations", adversarial)]
+        columns += [("clean input", list(inputs[0])), ("adversarial input", list(inputs[1]))]
+    columns += [("clean activations", list(clean)),
+                ("adversarial activations", list(adversarial))]
     fig = Figure(figsize=(2.2 * len(columns), 2.2 * n + 0.4), layout="constrained")
     axes = fig.subplots(n, len(columns), squeeze=False)
     for i in range(n):
