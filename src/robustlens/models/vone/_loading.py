@@ -18,6 +18,7 @@ import torch
 from robustlens.errors import CheckpointError
 from robustlens.models._weights import extract_state_dict, read_weights_file, strip_prefix
 from robustlens.models.checkpoint import load_state_dict_checked
+from robustlens.models.vone._backends import RESNET_ARCHITECTURES
 from robustlens.models.vone._block import VOneBlock
 from robustlens.models.vone._kernel import gabor_bank
 from robustlens.models.vone._params import sample_gabor_parameters
@@ -32,7 +33,8 @@ HOW_TO_GET = ("The released VOneNet weights (voneresnet50_e70.pth.tar, vonealexn
               "vonecornets_e70.pth.tar, ...) are linked from github.com/dicarlolab/vonenet; "
               "download one and pass its local path.")
 _LEFTOVER_KEYS = ("vone_block.div_u.weight", "vone_block.div_t.weight")
-_ARCHES = {"resnet50": "resnet50", "alexnet": "alexnet", "cornets": "cornets"}
+_KNOWN_ARCHES = {a.replace("_", ""): a for a in RESNET_ARCHITECTURES} | {
+    "alexnet": "alexnet", "cornets": "cornets"}
 _Q0 = "vone_block.simple_conv_q0.weight"
 _Q1 = "vone_block.simple_conv_q1.weight"
 
@@ -148,7 +150,7 @@ def load_vonenet(path: str | Path, arch: str | None = None, *, map_location: str
     if file_arch and arch and _arch_id(str(file_arch)) != _arch_id(arch):
         raise CheckpointError(f"{source} holds a VOne{file_arch} but {arch!r} was requested; "
                               f"use the model for {file_arch!r}.")
-    if arch_id not in _ARCHES:
+    if arch_id not in _KNOWN_ARCHES:
         raise CheckpointError(f"{source}: cannot tell the architecture (flags arch={file_arch!r}); "
                               "pass arch='resnet50', 'alexnet' or 'cornets'.")
     q0, q1 = state[_Q0], state[_Q1]
@@ -163,9 +165,12 @@ def load_vonenet(path: str | Path, arch: str | None = None, *, map_location: str
         num_classes = int(state[fc_keys[0]].shape[0])
     requested_simple = int(options.pop("simple_channels", n // 2))
     options.pop("complex_channels", None)
-    simple = int(flags.get("simple_channels") or (requested_simple if requested_simple <= n
-                                                  else n // 2))
-    complex_ = int(flags.get("complex_channels") or n - simple)
+    if flags.get("simple_channels") is not None:
+        simple = int(flags["simple_channels"])
+    else:
+        simple = requested_simple if requested_simple <= n else n // 2
+    complex_ = int(flags["complex_channels"]) if flags.get("complex_channels") is not None \
+        else n - simple
     if simple + complex_ != n:
         raise CheckpointError(f"{source}: flags say {simple} simple + {complex_} complex channels "
                               f"but the Gabor banks hold {n} filters.")
@@ -179,7 +184,7 @@ def load_vonenet(path: str | Path, arch: str | None = None, *, map_location: str
     options.update(ksize=ksize, simple_channels=simple, complex_channels=complex_,
                    noise_mode=noise_mode)
     try:
-        model = vonenet(arch_id, num_classes=num_classes, **options)
+        model = vonenet(_KNOWN_ARCHES[arch_id], num_classes=num_classes, **options)
     except (TypeError, ValueError) as err:
         raise CheckpointError(
             f"{source}: cannot build the architecture its flags describe ({err})."
