@@ -51,3 +51,14 @@ def test_tables_grouped_by_model():
     a = res[(res["model"] == "a") & (res["method"] == "pearson")].iloc[0]
     assert a["statistic"] == pytest.approx(pearsonr([3, 5, 2, 8, 6],
                                                     [0.6, 0.4, 0.7, 0.1, 0.3]).statistic)
+
+
+def test_group_columns_from_either_table():
+    dims = pd.DataFrame({"layer": "fc", "class": range(4), "dimension": [1, 2, 3, 4]})
+    acc = pd.DataFrame({"attack": ["pgd"] * 4 + ["fgsm"] * 4, "class": list(range(4)) * 2,
+                        "accuracy": [0.9, 0.8, 0.3, 0.1, 0.1, 0.2, 0.3, 0.4]})
+    res = correlate_tables(dims, acc, "dimension", "accuracy", by=["layer", "attack"],
+                           n_bootstrap=10)
+    spear = res[res["method"] == "spearman"].set_index("attack")["statistic"]
+    assert spear["pgd"] == pytest.approx(-1.0) and spear["fgsm"] == pytest.approx(1.0)
+    assert (res["layer"] == "fc").all()

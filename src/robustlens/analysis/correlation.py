@@ -92,7 +92,9 @@ def correlate_tables(left: pd.DataFrame, right: pd.DataFrame, x: str, y: str, *,
             raise RobustlensError(f"the {name} table lacks columns {sorted(missing)}.")
     keys = list(by) if by is not None else ["model", "layer", "attack", "eps", "threshold"]
     shared = [c for c in keys if c in left.columns and c in right.columns and c not in on]
-    merged = left.merge(right[[*on, *shared, y]], on=[*on, *shared], suffixes=("", "_right"))
+    only_right = [c for c in keys if c in right.columns and c not in left.columns and c not in on]
+    merged = left.merge(right[[*on, *shared, *only_right, y]], on=[*on, *shared],
+                        suffixes=("", "_right"))
     y_col = f"{y}_right" if y in left.columns and y not in (*on, *shared) else y
     groups = [c for c in keys if c in merged.columns]
     if by is not None and len(groups) != len(keys):

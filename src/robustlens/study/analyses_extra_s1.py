@@ -1,0 +1,202 @@
+"""Study plug-ins for S1: PCA images of activations, and dissimilarity by metric and channel.
+
+Imported (and so registered) by :mod:`robustlens.study.analyses_extra`; the options are
+listed there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from robustlens.analysis import plots
+from robustlens.analysis.dissimilarity import ChannelDissimilarity, LayerDissimilarity
+from robustlens.analysis.pca_images import ActivationPCA
+from robustlens.study.analyses import AnalysisBatch, CleanBatch, StudyAnalysis, register_analysis
+from robustlens.study.analyses_extra import (
+    Key,
+    _choice,
+    _concat,
+    _count,
+    _layer_list,
+    _PerCondition,
+    _Select,
+    _str_key,
+    _with_condition,
+)
+
+__all__ = ["ChannelDissimilarityAnalysis", "PCAImagesAnalysis"]
+
+_MAX_FIGURE_LAYERS = 6
+
+
+@register_analysis
+class ChannelDissimilarityAnalysis(_PerCondition):
+    """1 - r (Pearson, Spearman or cosine) between clean and adversarial activations, per
+    layer and per channel."""
+
+    name = "dissimilarity_channels"
+    title = "Dissimilarity per layer and channel, by metric (S1)"
+    option_defaults: ClassVar[dict[str, Any]] = {"layers": "all", "metric": "spearman"}
+
+    def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
+                 **options: Any) -> None:
+        super().__init__(model_name, model, class_names, **options)
+        where = "[analyses.dissimilarity_channels]"
+        self._layers = _layer_list(self.options["layers"], f"{where}.layers")
+        self._select = _Select(model, self._layers, f"{where}.layers")
+        self._metric = _choice(self.options["metric"], ("pearson", "spearman", "cosine"),
+                               f"{where}.metric")
+
+    def _new(self) -> dict[str, Any]:
+        return {"layer": LayerDissimilarity(self._metric),  # type: ignore[arg-type]
+                "channel": ChannelDissimilarity(self._metric)}  # type: ignore[arg-type]
+
+    def layers(self) -> list[str] | None:
+        return self._layers
+
+    def update(self, batch: AnalysisBatch) -> None:
+        if batch.eps == 0:
+            return
+        clean, adv = self._select(batch.clean.activations), self._select(batch.activations)
+        for reducer in self._reducers_for(batch).values():
+            reducer.update(clean, adv)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        if not self._reducers:
+            return {}
+        layer = _concat([_with_condition(r["layer"].result(), k) for k, r in self._reducers.items()])
+        channel = _concat([_with_condition(r["channel"].result(), k)
+                           for k, r in self._reducers.items()])
+        return {"dissimilarity_by_metric": layer.assign(metric=self._metric),
+                "dissimilarity_channels": channel.assign(metric=self._metric)}
+
+    @classmethod
+    def figures(cls, tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
+        df = tables.get("dissimilarity_by_metric")
+        if df is None or df.empty:
+            return []
+        metric = df["metric"].iloc[0]
+        return [(f"1 - {metric} r per layer under {attack}, models compared",
+                 plots.plot_layer_dissimilarity(df[df["attack"] == attack],
+                                                ylabel=f"1 - {metric} r (clean vs adversarial)"))
+                for attack in df["attack"].unique()]
+
+
+def _image_rows(images: torch.Tensor, attack: str, eps: float, layer: str,
+                layer_index: int) -> pd.DataFrame:
+    """(B, K, H, W) images in [0, 1] -> tidy pixel rows."""
+    b, k, h, w = images.shape
+    grid = np.indices((b, k, h, w)).reshape(4, -1)
+    return pd.DataFrame({"attack": attack, "eps": eps, "layer": layer, "layer_index": layer_index,
+                         "image": grid[0], "component": grid[1], "y": grid[2], "x": grid[3],
+                         "value": images.reshape(-1).numpy().astype(np.float32)})
+
+
+def _images_from_rows(rows: pd.DataFrame, image: int) -> torch.Tensor:
+    g = rows[rows["image"] == image]
+    k, h, w = (int(g[c].max()) + 1 for c in ("component", "y", "x"))
+    out = np.zeros((k, h, w), dtype=np.float32)
+    out[g["component"], g["y"], g["x"]] = g["value"]
+    return torch.from_numpy(out)
+
+
+@register_analysis
+class PCAImagesAnalysis(StudyAnalysis):
+    """Activations of the first images as pictures: a PCA over channels fit on the clean
+    activations, applied to the adversarial ones (S1)."""
+
+    name = "pca_images"
+    title = "Activations as images: PCA over channels, clean vs adversarial (S1)"
+    option_defaults: ClassVar[dict[str, Any]] = {"layers": "all", "n_images": 1,
+                                                 "n_components": 3}
+
+    def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
+                 **options: Any) -> None:
+        super().__init__(model_name, model, class_names, **options)
+        where = "[analyses.pca_images]"
+        self._layers = _layer_list(self.options["layers"], f"{where}.layers")
+        self._select = _Select(model, self._layers, f"{where}.layers")
+        self._n = _count(self.options["n_images"], f"{where}.n_images", 1)
+        self._k = _count(self.options["n_components"], f"{where}.n_components", 1)
+        self._clean: dict[str, torch.Tensor] = {}
+        self._adv: dict[Key, dict[str, torch.Tensor]] = {}
+        self._capturing = False
+
+    def layers(self) -> list[str] | None:
+        return self._layers
+
+    def _keep(self, images: torch.Tensor, acts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        kept = {"input": images[: self._n].detach().float().clamp(0, 1).cpu()}
+        for name, a in self._select(acts).items():
+            if a.ndim >= 4 and a.shape[1] >= self._k:
+                kept[name] = a[: self._n].detach().cpu().clone()
+        return kept
+
+    def update_clean(self, batch: CleanBatch) -> None:
+        self._capturing = not self._clean  # only the first batch is kept
+        if self._capturing:
+            self._clean = self._keep(batch.images, dict(batch.activations))
+
+    def update(self, batch: AnalysisBatch) -> None:
+        key = (batch.attack, batch.eps)
+        if self._capturing and key not in self._adv:
+            self._adv[key] = self._keep(batch.images, dict(batch.activations))
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        if not self._clean:
+            return {}
+        frames, variance = [], []
+        conditions: list[tuple[Key, dict[str, torch.Tensor]]] = [(("clean", 0.0), self._clean)]
+        conditions += list(self._adv.items())
+        for index, (layer, clean) in enumerate(self._clean.items()):
+            if layer == "input":
+                for (attack, eps), acts in conditions:
+                    frames.append(_image_rows(acts[layer], attack, eps, layer, -1))
+                continue
+            pca = ActivationPCA(self._k).fit(clean)
+            for c, ratio in enumerate(pca.explained_variance_ratio_.tolist()):
+                variance.append({"layer": layer, "layer_index": index, "component": c,
+                                 "explained_variance_ratio": ratio})
+            for (attack, eps), acts in conditions:
+                if layer in acts:
+                    images = pca.to_images(pca.transform(acts[layer]))
+                    frames.append(_image_rows(images, attack, eps, layer, index))
+        return {"pca_images": _concat(frames), "pca_variance": pd.DataFrame(variance)}
+
+    @classmethod
+    def figures(cls, tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
+        df = tables.get("pca_images")
+        if df is None or df.empty:
+            return []
+        out = []
+        for model, g in df.groupby("model", sort=False):
+            clean = g[g["attack"] == "clean"]
+            order = clean.drop_duplicates("layer").sort_values("layer_index")["layer"].tolist()
+            maps = [name for name in order if name != "input"]
+            n_show = min(len(maps), _MAX_FIGURE_LAYERS)
+            pick = sorted({round(i * (len(maps) - 1) / max(n_show - 1, 1)) for i in range(n_show)})
+            shown = [name for name in order if name == "input"] + [maps[i] for i in pick]
+            for attack in [a for a in g["attack"].unique() if a != "clean"]:
+                eps = g.loc[g["attack"] == attack, "eps"].max()
+                adv = g[(g["attack"] == attack) & (g["eps"] == eps)]
+                rows_c = [_images_from_rows(clean[clean["layer"] == name], 0) for name in shown]
+                rows_a = [_images_from_rows(adv[adv["layer"] == name], 0) for name in shown]
+                out.append((f"{model}: PCA images, clean vs {attack} eps={eps:g}",
+                            plots.plot_pca_images(rows_c, rows_a, row_labels=shown,
+                                                  title=f"{model}, {attack} eps={eps:g}")))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"clean": dict(self._clean),
+                "adversarial": {f"{a}@{e!r}": dict(v) for (a, e), v in self._adv.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._clean = dict(state["clean"])
+        self._adv = {_str_key(k): dict(v) for k, v in state["adversarial"].items()}
