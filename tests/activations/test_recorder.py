@@ -65,6 +65,16 @@ def test_references_stay_valid_after_later_inplace_writes(bottleneck):
     torch.testing.assert_close(rec["relu:2"], expected)
 
 
+def test_tensors_of_a_previous_pass_stay_as_recorded(bottleneck):
+    x = torch.randn(2, 16, 5, 5)
+    with torch.no_grad(), record(bottleneck) as rec:
+        first = bottleneck(x)
+        held = rec["relu:2"]
+        bottleneck(x + 1)  # a new pass starts a new record
+        first.mul_(0)
+    torch.testing.assert_close(held, reference(bottleneck, x)["relu:2"])
+
+
 def test_hooks_and_dispatch_mode_removed_even_on_error(bottleneck):
     with pytest.raises(ZeroDivisionError), record(bottleneck):
         bottleneck(torch.randn(1, 16, 3, 3))

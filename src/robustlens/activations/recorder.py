@@ -205,6 +205,7 @@ def record(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec] | None = No
     handles: list[RemovableHandle] = []
 
     def reset(_module: nn.Module, _args: Any) -> None:
+        rec._release()  # tensors of the previous pass handed out stay as recorded
         rec.clear()
         counts.clear()
 
