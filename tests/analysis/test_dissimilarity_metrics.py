@@ -50,6 +50,8 @@ def test_per_image_against_scipy(metric):
 def test_pearson_default_unchanged():
     a, b = relu_pair(1, (4, 10))
     torch.testing.assert_close(pearson_dissimilarity(a, b), dissimilarity(a, b))
+    torch.testing.assert_close(dissimilarity(a.numpy(), b.numpy(), "cosine"),
+                               dissimilarity(a, b, "cosine"))  # arrays work too
 
 
 def test_per_channel_against_scipy():

@@ -31,6 +31,8 @@ def test_hand_computed_perturbation():
     x = torch.randn(5, 7)
     torch.testing.assert_close(sensitivity(x, x + torch.arange(7.0)),
                                torch.arange(7.0, dtype=torch.float64), rtol=0, atol=1e-6)
+    arr = np.random.default_rng(0).normal(size=(6, 3))
+    np.testing.assert_allclose(sensitivity(arr, -arr).numpy(), 2 * np.abs(arr).mean(0))
 
 
 def test_bad_input():

@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -68,18 +69,19 @@ def _one_minus_r(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
     return 1.0 - r
 
 
-def dissimilarity(clean: torch.Tensor, adversarial: torch.Tensor,
+def dissimilarity(clean: torch.Tensor | np.ndarray, adversarial: torch.Tensor | np.ndarray,
                   metric: DissimilarityMetric = "pearson") -> torch.Tensor:
     """``1 - r`` between the flattened activations of each image.
 
     Args:
-        clean, adversarial: (B, ...) activations of the same layer.
+        clean, adversarial: (B, ...) activations of the same layer (tensors or arrays).
         metric: ``"pearson"``, ``"spearman"`` or ``"cosine"``.
 
     Returns:
         (B,) float64; NaN where r is undefined (a constant activation for Pearson and
         Spearman, an all-zero one for cosine).
     """
+    clean, adversarial = torch.as_tensor(clean), torch.as_tensor(adversarial)
     _check_pair(clean, adversarial)
     _check_metric(metric)
     return _one_minus_r(clean.reshape(clean.shape[0], -1), adversarial.reshape(clean.shape[0], -1),
@@ -98,7 +100,8 @@ def pearson_dissimilarity(clean: torch.Tensor, adversarial: torch.Tensor) -> tor
     return dissimilarity(clean, adversarial, "pearson")
 
 
-def channel_dissimilarity(clean: torch.Tensor, adversarial: torch.Tensor,
+def channel_dissimilarity(clean: torch.Tensor | np.ndarray,
+                          adversarial: torch.Tensor | np.ndarray,
                           metric: DissimilarityMetric = "pearson") -> torch.Tensor:
     """``1 - r`` between the clean and adversarial maps of each image and channel.
 
@@ -111,6 +114,7 @@ def channel_dissimilarity(clean: torch.Tensor, adversarial: torch.Tensor,
     Returns:
         (B, C) float64; NaN where r is undefined (e.g. a channel that is zero everywhere).
     """
+    clean, adversarial = torch.as_tensor(clean), torch.as_tensor(adversarial)
     _check_pair(clean, adversarial)
     _check_metric(metric)
     if clean.ndim < 3:

@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -35,7 +36,9 @@ _LAYER_COLUMNS = ["layer", "layer_index", "n_channels", "n_features", "n_images"
                   "std", "sem"]
 
 
-def _abs_change(clean: torch.Tensor, adversarial: torch.Tensor) -> torch.Tensor:
+def _abs_change(clean: torch.Tensor | np.ndarray,
+                adversarial: torch.Tensor | np.ndarray) -> torch.Tensor:
+    clean, adversarial = torch.as_tensor(clean), torch.as_tensor(adversarial)
     if clean.shape != adversarial.shape:
         raise RobustlensError(f"clean and adversarial activations differ in shape: "
                               f"{tuple(clean.shape)} vs {tuple(adversarial.shape)}")
@@ -50,7 +53,7 @@ def _channel_maps(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
-def sensitivity(clean: torch.Tensor, adversarial: torch.Tensor,
+def sensitivity(clean: torch.Tensor | np.ndarray, adversarial: torch.Tensor | np.ndarray,
                 level: SensitivityLevel = "neuron") -> torch.Tensor:
     """The S2 sensitivity of every feature of one layer over a set of image pairs.
 
