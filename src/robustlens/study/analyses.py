@@ -201,3 +201,7 @@ class DissimilarityAnalysis(StudyAnalysis):
             reducer = LayerDissimilarity()
             reducer.load_state_dict(value)
             self._reducers[(attack, float(eps))] = reducer
+
+
+# sensitivity, rsa, manifolds, pca_images, dissimilarity_channels
+from robustlens.study import analyses_extra  # noqa: E402, F401
