@@ -102,8 +102,9 @@ class PGD(Attack):
         restarts: independent runs (each from its own random start); per example the
             successful run, else the one with the lowest margin, is kept.
         loss: ``"ce"`` (cross-entropy) or ``"margin"`` (logit margin; does not saturate).
-        eot_chunk: EOT samples per stacked pass; ``None`` runs one k x B batch, halving it
-            on out-of-memory.
+        eot_chunk: EOT samples per stacked pass; ``None`` chooses what is faster on the
+            device: one k x B batch on an accelerator (halved on out-of-memory), passes of
+            at most about 65k input elements on a CPU.
         warn_stochastic: warn when the model is stochastic and ``eot_samples == 1``.
     """
 

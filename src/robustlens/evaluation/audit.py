@@ -254,7 +254,7 @@ def _check_stochastic(a: _Auditor, tol: float) -> None:
 
 
 def _check_zero_gradients(a: _Auditor, tol: float) -> None:
-    plan = EotPlan.create(int(getattr(a.attack, "eot_samples", 1)), None)
+    plan = EotPlan.create(int(getattr(a.attack, "eot_samples", 1)), None, a.x[:a.batch_size])
     bad = []
     for s in range(0, len(a.y), a.batch_size):
         x, y = a.x[s:s + a.batch_size], a.y[s:s + a.batch_size]
