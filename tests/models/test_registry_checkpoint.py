@@ -58,7 +58,8 @@ def test_checkpoint_mismatch_missing_and_corrupt(tmp_path: Path) -> None:
     save_checkpoint(robustlens.create_model("digits_cnn", width=4), tmp_path / "m", "digits_cnn", {"width": 4})
     meta = json.loads((tmp_path / "m.json").read_text())
     (tmp_path / "m.json").write_text(json.dumps({**meta, "options": {"width": 6}}))
-    with pytest.raises(CheckpointError, match=r"shape mismatch.*features.0.weight: checkpoint \(4, 1, 3, 3\) vs model \(6, 1, 3, 3\)"):
+    expected = r"shape mismatch.*features.0.weight: checkpoint \(4, 1, 3, 3\) vs model \(6, 1, 3, 3\)"
+    with pytest.raises(CheckpointError, match=expected):
         load_checkpoint(tmp_path / "m")
     (tmp_path / "m.json").write_text(json.dumps({**meta, "architecture": "fmnist_cnn", "options": {"width": 4}}))
     with pytest.raises(CheckpointError, match="does not match the architecture"):
