@@ -6,6 +6,8 @@ description: ``shared/specs/vonenet.md``. Registered models: ``vone_resnet50`` (
 ``_ns``, ``_at``), ``vone_alexnet``, ``vone_cornet_s``, ``vone_fmnist_cnn``.
 """
 
+from typing import Any
+
 from robustlens.models.vone._backends import (
     RESNET_ARCHITECTURES,
     AlexNetBackEnd,
@@ -50,6 +52,7 @@ __all__ = [
     "gabor_kernel",
     "load_vonenet",
     "no_inplace",
+    "plot_gabor_bank",
     "sample_gabor_parameters",
     "save_reference_checkpoint",
     "vone_fmnist_cnn",
@@ -57,3 +60,12 @@ __all__ = [
     "vonenet",
     "without_noise",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the matplotlib figure helper only when it is used."""
+    if name == "plot_gabor_bank":
+        from robustlens.models.vone.plot import plot_gabor_bank
+
+        return plot_gabor_bank
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
