@@ -88,3 +88,28 @@ def test_torchvision_weights_file_round_trip(tmp_path):
         create_model("resnet18", weights=str(tmp_path / "resnet18.pth"))  # 1000 vs 10 classes
     with pytest.raises(CheckpointError, match="not found"):
         create_model("resnet50", weights=str(tmp_path / "absent.pth"))
+
+
+OURS = ["alexnet", "cornet_s", "efficientnet_lite0", "resnet18", "resnet34", "resnet50",
+        "vone_alexnet", "vone_cornet_s", "vone_fmnist_cnn", "vone_resnet50", "vone_resnet50_at",
+        "vone_resnet50_ns"]
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_registry_contract(name):
+    """Normalisation first, matching the metadata; plain modules; no in-place activations."""
+    from robustlens.models import Normalize, list_models
+
+    assert name in list_models()
+    info = model_info(name)
+    options = {"pretrained": False} if name == "efficientnet_lite0" else {}
+    with torch.device("meta"):
+        model = create_model(name, **options)
+    first = next(iter(model.children()))
+    assert isinstance(first, Normalize) and first.mean.shape == (len(info.mean), 1, 1)
+    if name in ("vone_fmnist_cnn", "efficientnet_lite0", "resnet18"):  # cheap to build for real
+        first = next(iter(create_model(name, **options).children()))
+        assert first.mean.flatten().tolist() == pytest.approx(info.mean)
+        assert first.std.flatten().tolist() == pytest.approx(info.std)
+    assert len(info.mean) == info.input_size[0] and info.pixel_bounds == (0.0, 1.0)
+    assert not any(getattr(m, "inplace", False) for m in model.modules())
