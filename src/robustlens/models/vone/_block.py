@@ -298,6 +298,7 @@ class VOneBlock(nn.Module):
             parts = [F.conv2d(x[:, c:c + 1], w, None, self.stride, self.padding)
                      for c, w in plan.convs]
             y = parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+            del parts  # free the per-channel outputs before gathering (peak memory)
         if plan.index is None:
             return y[:, :ns], y[:, ns:n], y[:, n:]
         idx = plan.index
@@ -315,7 +316,9 @@ class VOneBlock(nn.Module):
         y0_simple, y0_complex, y1_complex = self._responses(x)
         simple = self.simple(y0_simple)
         complex_ = self.complex(_complex_energy(y0_complex, y1_complex))
+        del y0_simple, y0_complex, y1_complex  # release early: lower peak memory
         activation = self.gabors(torch.cat((simple, complex_), 1) * self.k_exc)
+        del simple, complex_
         return self.output(self.noise(self._add_noise(activation)))
 
     def _draw_noise(self, a: torch.Tensor) -> torch.Tensor:
