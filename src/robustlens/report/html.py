@@ -42,8 +42,17 @@ def _img(path: Path, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def _table(df: pd.DataFrame) -> str:
-    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–", border=0)
+MAX_TABLE_ROWS = 200
+
+
+def _table(df: pd.DataFrame, source: str = "") -> str:
+    """An HTML table of at most ``MAX_TABLE_ROWS`` rows; longer tables point at their file."""
+    note = ""
+    if len(df) > MAX_TABLE_ROWS:
+        where = f" (all rows: <code>{html.escape(source)}</code>)" if source else ""
+        note = f"<p class='note'>First {MAX_TABLE_ROWS} of {len(df)} rows{where}.</p>"
+        df = df.head(MAX_TABLE_ROWS)
+    return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–", border=0) + note
 
 
 def write_report(path: Path, title: str, sections: list[ReportSection], config_text: str,
@@ -59,9 +68,10 @@ def write_report(path: Path, title: str, sections: list[ReportSection], config_t
         for caption, fig_path in s.figures:
             parts.append(_img(fig_path, caption))
         for caption, df in s.tables:
-            inner = f"<h3>{html.escape(caption)}</h3>{_table(df)}"
+            table = _table(df, f"results/{caption}.parquet")
+            inner = f"<h3>{html.escape(caption)}</h3>{table}"
             if s.collapse_tables:
-                inner = f"<details><summary>{html.escape(caption)}</summary>{_table(df)}</details>"
+                inner = f"<details><summary>{html.escape(caption)}</summary>{table}</details>"
             parts.append(inner)
     parts.append("<h2>Configuration</h2><pre>" + html.escape(config_text) + "</pre>")
     parts.append("<h2>Manifest</h2><pre>" + html.escape(json.dumps(manifest, indent=2, default=str))

@@ -170,8 +170,14 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: ImageDataset,
         counters[(a_name, eps)] = AccuracyCounter(data.num_classes)
     generator = torch.Generator(device=run.device).manual_seed(config.seed)
 
-    def forward(x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with torch.inference_mode():
+    rng_devices = [run.device] if run.device.type == "cuda" else []
+
+    def forward(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        # Every pass of one batch (clean, and each attack x eps) starts from the same seed, so a
+        # stochastic model (a VOneNet) draws the same noise for the clean and adversarial images
+        # and the comparison measures the perturbation, not the noise.
+        with torch.inference_mode(), torch.random.fork_rng(devices=rng_devices):
+            torch.manual_seed(seed)
             if not want_record:
                 return model(x), {}
             with record(model, layers) as rec:
@@ -179,16 +185,17 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: ImageDataset,
             return logits, dict(rec)
 
     with eval_mode(model):
-        for x, y in data.batches(config.batch_size):
+        for index, (x, y) in enumerate(data.batches(config.batch_size)):
             x, y = x.to(run.device), y.to(run.device)
-            logits, acts = forward(x)
+            noise_seed = config.seed * 1_000_003 + index
+            logits, acts = forward(x, noise_seed)
             counters[("clean", 0.0)].update(logits.argmax(1), y)
             clean = CleanBatch(x, y, logits, acts)
             for analysis in analyses:
                 analysis.update_clean(clean)
             for a_name, eps, attack in attacks:
                 x_adv = attack(model, x, y, generator=generator)
-                adv_logits, adv_acts = forward(x_adv)
+                adv_logits, adv_acts = forward(x_adv, noise_seed)
                 counters[(a_name, eps)].update(adv_logits.argmax(1), y)
                 batch = AnalysisBatch(a_name, eps, clean, x_adv, adv_logits, adv_acts)
                 for analysis in analyses:
