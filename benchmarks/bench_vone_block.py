@@ -7,7 +7,8 @@ ReLU of the simple half of q0, sqrt(q0^2 + q1^2) / sqrt(2) of the complex half, 
 k_exc. Ours convolves each input channel only with the filters that read it, fusing the
 q0 bank and the complex part of q1 (4x fewer multiply-adds).
 
-Timings are medians of interleaved repeats in this process; peak memory is the growth of the
+A second line times forward + backward to the input (the workload of attacks and
+saliency). Timings are medians of interleaved repeats in this process; peak memory is the growth of the
 resident set (Linux VmHWM after resetting it) while one forward runs, measured in a fresh
 spawned interpreter per variant, so that freed memory of earlier runs cannot hide allocations.
 
@@ -101,6 +102,19 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.perf_counter()
                 baseline(block, x) if name == "baseline" else block(x)
                 times[name].append(time.perf_counter() - start)
+    # The attack workload: forward + backward to the input (what PGD / saliency run).
+    grad_times: dict[str, list[float]] = {"baseline": [], "robustlens": []}
+    grads = {}
+    for _ in range(max(2, args.repeats // 2)):
+        for name in grad_times:
+            xi = x.clone().requires_grad_()
+            start = time.perf_counter()
+            out = baseline(block, xi) if name == "baseline" else block(xi)
+            out.sum().backward()
+            grad_times[name].append(time.perf_counter() - start)
+            grads[name] = xi.grad
+    grad_diff = float((grads["baseline"] - grads["robustlens"]).abs().max())
+    grad_scale = float(grads["baseline"].abs().max())
     t_base = statistics.median(times["baseline"])
     t_ours = statistics.median(times["robustlens"])
     ratio = t_base / t_ours
@@ -114,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
           f"peak memory {mem['robustlens'] / 2**20:7.1f} MiB")
     print(f"speed-up: {ratio:.2f}x (floor {FLOOR}x)")
     print(f"max |difference|: {diff:.3g} (outputs up to {scale:.3g}; tolerance {TOLERANCE})")
+    g_base, g_ours = (statistics.median(grad_times[k]) for k in ("baseline", "robustlens"))
+    print(f"forward + input gradient: baseline {g_base * 1e3:.1f} ms, robustlens "
+          f"{g_ours * 1e3:.1f} ms, speed-up {g_base / g_ours:.2f}x; max |gradient difference| "
+          f"{grad_diff:.3g} (gradients up to {grad_scale:.3g})")
     ok = ratio >= FLOOR and diff <= TOLERANCE
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1

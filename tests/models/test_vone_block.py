@@ -147,6 +147,17 @@ def test_input_gradients_are_finite_on_grey_and_random_images(mode):
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
+def test_gradients_after_an_inference_mode_forward():
+    """Lazily built state (the convolution plan, fixed noise) must not be inference tensors."""
+    b = block(noise_mode="neuronal")
+    with torch.inference_mode():
+        b(torch.rand(2, 3, 64, 64))
+        b.fix_noise(batch_size=2, seed=1)
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    b(x).sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
 def test_zero_energy_gives_zero_gradient_and_the_same_forward():
     b = block(simple_channels=0, complex_channels=8, noise_mode=None)
     grey = torch.zeros(1, 3, 24, 24, requires_grad=True)

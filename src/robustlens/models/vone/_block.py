@@ -51,15 +51,19 @@ class GaborBank(nn.Module):
 
 
 def _complex_energy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sqrt(a^2 + b^2) / sqrt(2) with a zero (not NaN) gradient where a = b = 0."""
-    sq = torch.addcmul(a * a, b, b)
+    """sqrt(a^2 + b^2) / sqrt(2) with a zero (not NaN) gradient where a = b = 0.
+
+    The forward value is ``hypot(a, b) / sqrt(2)`` with or without autograd; under autograd
+    the points where both inputs are 0 are routed around ``hypot`` (whose derivative there
+    is 0/0), so their gradient is exactly 0.
+    """
     if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
-        positive = sq > 0
-        safe = torch.where(positive, sq, torch.ones_like(sq))
-        root = torch.where(positive, torch.sqrt(safe), torch.zeros_like(sq))
+        zero = (a == 0) & (b == 0)
+        safe_a = torch.where(zero, torch.ones_like(a), a)
+        energy = torch.where(zero, torch.zeros_like(a), torch.hypot(safe_a, b))
     else:
-        root = torch.sqrt(sq)
-    return root * _INV_SQRT2
+        energy = torch.hypot(a, b)
+    return energy * _INV_SQRT2
 
 
 def _check_noise(mode: Any, scale: float, level: float) -> None:
@@ -261,8 +265,10 @@ class VOneBlock(nn.Module):
         key = (w0._version, w1._version, w0.data_ptr(), w1.data_ptr(), device, dtype)
         if self._plan is not None and self._plan.key == key:
             return self._plan
-        ns, n = self.simple_channels, self.out_channels
-        with torch.no_grad():
+        ns = self.simple_channels
+        # Plain (not inference-mode) tensors, so a plan built under torch.inference_mode()
+        # also serves later forwards that need input gradients.
+        with torch.inference_mode(False), torch.no_grad():
             rows = torch.cat((w0, w1[ns:]), 0).to(device=device, dtype=dtype)  # (M, C, k, k)
             nonzero = rows.abs().flatten(2).amax(2) > 0  # (M, C)
             if bool((nonzero.sum(1) > 1).any()):
@@ -280,7 +286,6 @@ class VOneBlock(nn.Module):
                 position[torch.cat(order)] = torch.arange(rows.shape[0], device=device)
                 identity = bool((position == torch.arange(rows.shape[0], device=device)).all())
                 plan = _Plan(key, convs, None, None if identity else position)
-        del n
         self._plan = plan
         return plan
 
@@ -386,9 +391,10 @@ class VOneBlock(nn.Module):
             gen = seed
         else:
             gen = torch.Generator().manual_seed(int(seed))
-        noise = torch.randn((batch_size, self.out_channels, h, w), generator=gen,
-                            device=gen.device, dtype=weight.dtype)
-        self.fixed_noise = noise.to(weight.device)
+        with torch.inference_mode(False):  # usable by later forwards that need gradients
+            noise = torch.randn((batch_size, self.out_channels, h, w), generator=gen,
+                                device=gen.device, dtype=weight.dtype)
+            self.fixed_noise = noise.to(weight.device)
 
     def unfix_noise(self) -> None:
         """Return to fresh noise on every forward."""
