@@ -127,39 +127,49 @@ class DeepFool(Attack):
             with torch.enable_grad():
                 logits = expected_logits(model, x, k)
                 hit = _clear_miss(logits.detach(), labels[active])
+                live = ~hit  # examples still to move; finished ones keep their image
                 if bool(hit.any()):
                     success[active[hit]] = True
-                    keep = ~hit
-                    if not bool(keep.any()):
+                    if not bool(live.any()):
                         break
-                    active = active[keep]
-                    # Re-run the forward on the remaining examples only: cheaper than carrying
-                    # the finished ones through c - 1 backward passes.
-                    x = x_adv[active].detach().requires_grad_(True)
-                    logits = expected_logits(model, x, k)
+                    if int(hit.sum()) * 4 >= len(hit):
+                        # many finished: a forward on the rest is cheaper than carrying them
+                        # through c - 1 backward passes
+                        active = active[live]
+                        x = x_adv[active].detach().requires_grad_(True)
+                        logits = expected_logits(model, x, k)
+                        live = torch.ones(len(active), dtype=torch.bool, device=x.device)
                 if it == self.steps:
                     break
-                y = labels[active]
-                f_y = logits.gather(1, y[:, None])
-                f_other = logits.gather(1, others[active]) - f_y  # (n, c - 1), < 0
-                best_dist = torch.full((x.shape[0],), float("inf"), device=x.device, dtype=x.dtype)
-                best_step = torch.zeros_like(x)
-                for j in range(c - 1):
-                    (g,) = torch.autograd.grad(f_other[:, j].sum(), x, retain_graph=j < c - 2)
-                    # pixels at the box edge cannot move outwards: drop them from the step
-                    g = g.masked_fill(((x <= 0) & (g < 0)) | ((x >= 1) & (g > 0)), 0.0)
-                    df = f_other[:, j].detach().abs().view(-1, *([1] * (x.ndim - 1)))
-                    q = dual_norm(g, self.norm)
-                    dist = (df / (q + _TINY)).flatten()
-                    df = df.clamp_min(_TIE)
-                    if self.norm == "2":
-                        step = df / (q.square() + _TINY) * g
-                    else:
-                        step = df / (q + _TINY) * g.sign()
-                    closer = dist < best_dist
-                    best_dist = torch.where(closer, dist, best_dist)
-                    best_step = torch.where(closer.view(-1, *([1] * (x.ndim - 1))), step, best_step)
-            total[active] += best_step
-            x_adv[active] = (x0[active] + scale * total[active]).clamp(0.0, 1.0)
+                best_step = self._step(x, logits, labels[active], others[active], c)
+            moving = active[live]
+            total[moving] += best_step[live]
+            x_adv[moving] = (x0[moving] + scale * total[moving]).clamp(0.0, 1.0)
+            active = moving
         found = perturbation_norm(x_adv - x0, self.norm)
         return x_adv.detach(), success, found
+
+    def _step(self, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor, others: torch.Tensor,
+              c: int) -> torch.Tensor:
+        """The step to the nearest linearised boundary (n, C, H, W); one backward per class."""
+        f_y = logits.gather(1, y[:, None])
+        f_other = logits.gather(1, others) - f_y  # (n, c - 1), < 0 while correctly classified
+        shape = (-1, *([1] * (x.ndim - 1)))
+        best_dist = torch.full((x.shape[0],), float("inf"), device=x.device, dtype=x.dtype)
+        best_step = torch.zeros_like(x)
+        for j in range(c - 1):
+            (g,) = torch.autograd.grad(f_other[:, j].sum(), x, retain_graph=j < c - 2)
+            # pixels at the box edge cannot move outwards: drop them from the step
+            g = g.masked_fill(((x <= 0) & (g < 0)) | ((x >= 1) & (g > 0)), 0.0)
+            df = f_other[:, j].detach().abs().view(shape)
+            q = dual_norm(g, self.norm)
+            dist = (df / (q + _TINY)).flatten()
+            df = df.clamp_min(_TIE)
+            if self.norm == "2":
+                step = df / (q.square() + _TINY) * g
+            else:
+                step = df / (q + _TINY) * g.sign()
+            closer = dist < best_dist
+            best_dist = torch.where(closer, dist, best_dist)
+            best_step = torch.where(closer.view(shape), step, best_step)
+        return best_step

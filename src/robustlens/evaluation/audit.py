@@ -328,7 +328,8 @@ def audit_gradient_masking(model: nn.Module, data: ImageDataset, attack: Attack,
 
     Args:
         model: the classifier (pixels in [0, 1] in, logits out).
-        data: images to audit on; a class-balanced subset of ``n_images`` is used.
+        data: images to audit on; a class-balanced subset of ``n_images`` is used (the
+            first ``n_images`` where some class is too rare for that).
         attack: the attack whose numbers are to be trusted (e.g. the study's PGD).
         epsilons: the sweep for ``monotonic_in_eps``; default ``eps * (1/4, 1/2, 1, 2)``.
         surrogate: a model for ``beats_transfer`` (skipped without one).
@@ -353,8 +354,12 @@ def audit_gradient_masking(model: nn.Module, data: ImageDataset, attack: Attack,
         raise ConfigError(f"attack must be a robustlens attack; received {type(attack).__name__}.")
     device = torch.device(device)
     model.to(device)
-    per_class = max(1, math.ceil(n_images / max(data.num_classes, 1)))
-    idx = class_balanced_indices(data.labels, per_class, seed, data.num_classes)[:n_images]
+    counts = torch.bincount(data.labels, minlength=data.num_classes)
+    per_class = min(math.ceil(n_images / max(data.num_classes, 1)), int(counts.min()))
+    if per_class >= 1 and per_class * data.num_classes >= min(n_images, len(data)) // 2:
+        idx = class_balanced_indices(data.labels, per_class, seed, data.num_classes)[:n_images]
+    else:  # some class is missing or rare: the first images instead
+        idx = torch.arange(min(n_images, len(data)))
     x, y = data.images[idx].to(device), data.labels[idx].to(device)
     eps = float(attack.eps)
     if epsilons is None:

@@ -203,5 +203,5 @@ class DissimilarityAnalysis(StudyAnalysis):
             self._reducers[(attack, float(eps))] = reducer
 
 
-# sensitivity, rsa, manifolds, pca_images, dissimilarity_channels
-from robustlens.study import analyses_extra  # noqa: E402, F401
+# sensitivity, rsa, manifolds, pca_images, dissimilarity_channels; per_class, per_example, audit
+from robustlens.study import analyses_extra, analyses_robustness  # noqa: E402, F401

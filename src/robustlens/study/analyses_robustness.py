@@ -1,0 +1,268 @@
+"""Study analyses for honest robustness numbers: per class, per example, and the audit.
+
+Registered when :mod:`robustlens.study.analyses` is imported; enabled in a study config by
+their tables (see that module for the contract)::
+
+    [analyses.per_class]        # robust accuracy per class, per attack x eps
+    [analyses.per_example]      # one row per image x attack x eps (+ the worst case)
+    [analyses.audit]            # gradient-masking audit (evaluation.md), on a subset
+    attack = "pgd"              # "pgd" or "fgsm"
+    norm = "inf"                # "inf" or "2"
+    eps = 0.0                   # 0: the largest eps of the study
+    steps = 20
+    restarts = 1
+    eot_samples = 1
+    n_images = 200
+    tolerance = 0.03
+
+The per-class and per-example analyses only read the runner's batches (no extra attack);
+the audit runs its own attacks on its first ``n_images`` clean images when the tables are
+asked for. Per-example rows grow with the number of images (one small row per image x
+condition); the others keep bounded state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+
+from robustlens.attacks import FGSM, PGD, Attack, perturbation_norm
+from robustlens.data.dataset import ImageDataset
+from robustlens.errors import ConfigError
+from robustlens.evaluation import AccuracyCounter
+from robustlens.evaluation.audit import audit_gradient_masking
+from robustlens.study.analyses import AnalysisBatch, CleanBatch, StudyAnalysis, register_analysis
+
+__all__ = ["AuditAnalysis", "PerClassAnalysis", "PerExampleAnalysis"]
+
+Key = tuple[str, float]
+
+
+def _key(text: str) -> Key:
+    attack, _, eps = text.rpartition("@")
+    return attack, float(eps)
+
+
+def _accuracy_vs_eps_figure(df: pd.DataFrame, group: str, title: str) -> Figure:
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.subplots()
+    for name, g in df.groupby(group):
+        g = g.sort_values("eps")
+        ax.plot(g["eps"], g["accuracy"], marker="o", label=str(name))
+    ax.set_xlabel("eps (pixel units)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize="small", ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+@register_analysis
+class PerClassAnalysis(StudyAnalysis):
+    """Robust accuracy per class, for every attack x eps (and clean, eps 0)."""
+
+    name = "per_class"
+    title = "Robust accuracy per class"
+    option_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
+                 **options: Any) -> None:
+        super().__init__(model_name, model, class_names, **options)
+        self._counters: dict[Key, AccuracyCounter] = {}
+
+    def _counter(self, key: Key) -> AccuracyCounter:
+        return self._counters.setdefault(key, AccuracyCounter(len(self.class_names)))
+
+    def update_clean(self, batch: CleanBatch) -> None:
+        self._counter(("clean", 0.0)).update(batch.logits.argmax(1), batch.labels)
+
+    def update(self, batch: AnalysisBatch) -> None:
+        self._counter((batch.attack, batch.eps)).update(batch.logits.argmax(1),
+                                                        batch.clean.labels)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        frames = []
+        for (attack, eps), counter in self._counters.items():
+            df = counter.per_class()
+            df.insert(0, "eps", eps)
+            df.insert(0, "attack", attack)
+            df.insert(3, "class_name", [self.class_names[i] for i in df["class_index"]])
+            frames.append(df)
+        return {"per_class": pd.concat(frames, ignore_index=True)} if frames else {}
+
+    @classmethod
+    def figures(cls, tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
+        df = tables.get("per_class")
+        if df is None or df.empty:
+            return []
+        out = []
+        clean = df[df["attack"] == "clean"]
+        for (model, attack), g in df[df["attack"] != "clean"].groupby(["model", "attack"]):
+            g = pd.concat([clean[clean["model"] == model].assign(attack=attack), g])
+            title = f"{model}: accuracy per class under {attack}"
+            out.append((title, _accuracy_vs_eps_figure(g, "class_name", title)))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {f"{a}@{e!r}": c.state_dict() for (a, e), c in self._counters.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._counters = {}
+        for key, value in state.items():
+            self._counter(_key(key)).load_state_dict(value)
+
+
+_EXAMPLE_COLUMNS = ("example", "label", "clean_prediction", "prediction", "linf", "l2")
+
+
+@register_analysis
+class PerExampleAnalysis(StudyAnalysis):
+    """One row per image x attack x eps, and the per-example worst case over attacks.
+
+    Images are numbered in the order the runner feeds them (the study's data order).
+    ``success`` means misclassified; ``linf`` / ``l2`` are the perturbation's norms (for an
+    unbounded DeepFool, the minimal perturbation it found). The worst case groups attacks
+    by eps: an image counts as robust at eps only if it survives every attack run there.
+    """
+
+    name = "per_example"
+    title = "Per-example results and the worst case over attacks"
+    option_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
+                 **options: Any) -> None:
+        super().__init__(model_name, model, class_names, **options)
+        self._seen = 0
+        self._offset = 0
+        self._rows: dict[Key, list[torch.Tensor]] = {}
+
+    def update_clean(self, batch: CleanBatch) -> None:
+        self._offset = self._seen
+        self._seen += int(batch.labels.shape[0])
+
+    def update(self, batch: AnalysisBatch) -> None:
+        y = batch.clean.labels
+        delta = (batch.images - batch.clean.images).detach()
+        index = torch.arange(self._offset, self._offset + y.shape[0], device=y.device)
+        row = torch.stack([index.double(), y.double(), batch.clean.logits.argmax(1).double(),
+                           batch.logits.argmax(1).double(),
+                           perturbation_norm(delta, "inf").double(),
+                           perturbation_norm(delta, "2").double()], dim=1).cpu()
+        self._rows.setdefault((batch.attack, batch.eps), []).append(row)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        frames = []
+        for (attack, eps), rows in self._rows.items():
+            df = pd.DataFrame(torch.cat(rows).numpy(), columns=list(_EXAMPLE_COLUMNS))
+            df.insert(2, "attack", attack)
+            df.insert(3, "eps", eps)
+            frames.append(df)
+        if not frames:
+            return {}
+        df = pd.concat(frames, ignore_index=True)
+        for col in ("example", "label", "clean_prediction", "prediction"):
+            df[col] = df[col].astype(int)
+        df["clean_correct"] = df["clean_prediction"] == df["label"]
+        df["correct"] = df["prediction"] == df["label"]
+        df["success"] = ~df["correct"]
+        worst = df.groupby(["example", "label", "eps"], sort=True).agg(
+            n_attacks=("attack", "size"), correct=("correct", "all")).reset_index()
+        return {"per_example": df, "worst_case": worst}
+
+    @classmethod
+    def figures(cls, tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
+        df = tables.get("worst_case")
+        if df is None or df.empty:
+            return []
+        acc = df.groupby(["model", "eps"])["correct"].mean().rename("accuracy").reset_index()
+        title = "Worst case over attacks: accuracy against eps"
+        return [(title, _accuracy_vs_eps_figure(acc, "model", title))]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seen": self._seen,
+                "rows": {f"{a}@{e!r}": torch.cat(r) for (a, e), r in self._rows.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._seen = self._offset = int(state["seen"])
+        self._rows = {_key(k): [v] for k, v in state["rows"].items()}
+
+
+@register_analysis
+class AuditAnalysis(StudyAnalysis):
+    """The gradient-masking audit of :func:`~robustlens.evaluation.audit.audit_gradient_masking`."""
+
+    name = "audit"
+    title = "Gradient-masking audit"
+    option_defaults: ClassVar[dict[str, Any]] = {
+        "attack": "pgd", "norm": "inf", "eps": 0.0, "steps": 20, "restarts": 1,
+        "eot_samples": 1, "n_images": 200, "tolerance": 0.03, "seed": 0,
+    }
+
+    def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
+                 **options: Any) -> None:
+        super().__init__(model_name, model, class_names, **options)
+        o = self.options
+        if o["attack"] not in ("pgd", "fgsm"):
+            raise ConfigError(f"[analyses.audit].attack must be 'pgd' or 'fgsm'; "
+                              f"received {o['attack']!r}.")
+        for key in ("steps", "restarts", "eot_samples", "n_images"):
+            if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
+                raise ConfigError(f"[analyses.audit].{key} must be an integer >= 1; "
+                                  f"received {o[key]!r}.")
+        if not isinstance(o["eps"], int | float) or not 0 <= o["eps"] <= 1e6:
+            raise ConfigError(f"[analyses.audit].eps must be a number >= 0 (0: the study's "
+                              f"largest eps); received {o['eps']!r}.")
+        self._attack(0.1)  # validates norm and the rest now
+        self._images: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+        self._n = 0
+        self._max_eps = 0.0
+
+    def _attack(self, eps: float) -> Attack:
+        o = self.options
+        if o["attack"] == "fgsm":
+            return FGSM(eps, eot_samples=o["eot_samples"])
+        return PGD(eps, steps=o["steps"], norm=o["norm"], restarts=o["restarts"],
+                   eot_samples=o["eot_samples"], seed=o["seed"])
+
+    def update_clean(self, batch: CleanBatch) -> None:
+        room = self.options["n_images"] - self._n
+        if room > 0:
+            self._images.append(batch.images[:room].detach().cpu())
+            self._labels.append(batch.labels[:room].detach().cpu())
+            self._n += min(room, int(batch.labels.shape[0]))
+
+    def update(self, batch: AnalysisBatch) -> None:
+        if math.isfinite(batch.eps):
+            self._max_eps = max(self._max_eps, float(batch.eps))
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        if not self._images:
+            return {}
+        eps = float(self.options["eps"]) or self._max_eps or 8 / 255
+        data = ImageDataset(torch.cat(self._images), torch.cat(self._labels), self.class_names)
+        device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
+        table = audit_gradient_masking(self.model, data, self._attack(eps),
+                                       n_images=self.options["n_images"],
+                                       tolerance=self.options["tolerance"], device=device,
+                                       seed=self.options["seed"])
+        return {"audit": table}
+
+    def state_dict(self) -> dict[str, Any]:
+        if not self._images:
+            return {"max_eps": self._max_eps}
+        return {"images": torch.cat(self._images), "labels": torch.cat(self._labels),
+                "max_eps": self._max_eps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._max_eps = float(state.get("max_eps", 0.0))
+        self._images = [state["images"]] if "images" in state else []
+        self._labels = [state["labels"]] if "labels" in state else []
+        self._n = int(self._labels[0].shape[0]) if self._labels else 0
