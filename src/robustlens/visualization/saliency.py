@@ -1,0 +1,318 @@
+"""Saliency maps: which input pixels the target logit depends on.
+
+Every method is constructed with the model and called once:
+``Saliency(model).attribute(images, target=labels)`` returns a tensor shaped like
+``images`` (B, C, H, W). ``target`` is a class index (for every image), a (B,) tensor of
+indices, or ``None`` for each image's predicted class. Images are pixels in [0, 1] (clean or
+adversarial alike); attributions are in logit units per pixel unit (gradients) or logit
+units (gradient x input, integrated gradients).
+
+- :class:`Saliency` — the vanilla gradient d logit / d x (Simonyan et al. 2014);
+- :class:`GradientXInput` — gradient times input (Shrikumar et al. 2016);
+- :class:`GuidedBackprop` — only positive gradients pass back through ReLUs, and only where
+  the forward input was positive (Springenberg et al. 2015);
+- :class:`IntegratedGradients` — the path integral of the gradient from a baseline
+  (Sundararajan et al. 2017); attributions sum to f(x) - f(baseline) ("completeness");
+- :class:`SmoothGrad` — any of these averaged over noisy copies x + N(0, sigma^2), sigma a
+  fraction of the pixel range (Smilkov et al. 2017: 10-20% works best).
+
+The model's modes, weights and buffers are untouched and no parameter gradient is computed.
+For stochastic models (VOneNets) each call sees one noise draw; wrap the model in
+:func:`robustlens.models.vone.without_noise` or average with :class:`SmoothGrad`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from robustlens.errors import RobustlensError
+from robustlens.visualization._hooks import check_images, module_training, resolve_targets
+
+__all__ = ["Attribution", "GradientXInput", "GuidedBackprop", "IntegratedGradients", "Saliency",
+           "SmoothGrad", "Target"]
+
+Target = int | torch.Tensor | list[int] | None
+
+
+class Attribution:
+    """Base class: ``attribute(images, target)`` -> (B, C, H, W) attributions.
+
+    Args:
+        model: a classifier taking (B, C, H, W) pixels in [0, 1] and returning logits.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        if not isinstance(model, nn.Module):
+            raise RobustlensError(f"model must be an nn.Module; received {type(model).__name__}.")
+        self.model = model
+
+    def attribute(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
+        """Attributions shaped like ``images``.
+
+        Args:
+            images: (B, C, H, W) pixels in [0, 1].
+            target: class index, (B,) indices, or ``None`` for the predicted classes.
+
+        Returns:
+            (B, C, H, W) attributions (detached, on the images' device).
+        """
+        check_images(images)
+        with module_training(self.model, False):
+            return self._attribute(images.detach(), target)
+
+    def _attribute(self, images: torch.Tensor, target: Target) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _gradient(self, x: torch.Tensor, target: Target) -> torch.Tensor:
+        """d logit[target] / d x for a (B, ...) batch."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            logits = self.model(x)
+            t = resolve_targets(target, logits)
+            picked = logits.gather(1, t[:, None]).sum()
+            (grad,) = torch.autograd.grad(picked, x)
+        return grad.detach()
+
+    def _fixed_targets(self, images: torch.Tensor, target: Target) -> torch.Tensor:
+        """(B,) targets, resolved on the images themselves (before any noise or path)."""
+        with torch.no_grad():
+            logits = self.model(images)
+        return resolve_targets(target, logits)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.model).__name__})"
+
+
+class Saliency(Attribution):
+    """The vanilla gradient of the target logit with respect to the pixels.
+
+    Args:
+        model: the classifier.
+        absolute: return |gradient| (the usual saliency map) instead of the signed gradient.
+    """
+
+    def __init__(self, model: nn.Module, absolute: bool = False) -> None:
+        super().__init__(model)
+        self.absolute = absolute
+
+    def _attribute(self, images: torch.Tensor, target: Target) -> torch.Tensor:
+        g = self._gradient(images, target)
+        return g.abs() if self.absolute else g
+
+
+class GradientXInput(Attribution):
+    """Gradient times input (pixel values in [0, 1])."""
+
+    def _attribute(self, images: torch.Tensor, target: Target) -> torch.Tensor:
+        return self._gradient(images, target) * images
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """max(x, lo) (and min(., hi)); backward passes positive gradients where lo < x < hi."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, hi: float | None) -> torch.Tensor:
+        out = x.clamp(0, hi)
+        ctx.save_for_backward((x > 0) & (x < hi) if hi is not None else x > 0)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (mask,) = ctx.saved_tensors
+        return grad.clamp_min(0) * mask, None
+
+
+_RELU_FUNCS = {torch.relu, torch.relu_, F.relu, torch.Tensor.relu, torch.Tensor.relu_}
+_INPLACE_FUNCS = {torch.relu_, torch.Tensor.relu_}
+
+
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], position: int, name: str,
+         default: Any) -> Any:
+    return args[position] if len(args) > position else kwargs.get(name, default)
+
+
+def _relu_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+               ) -> tuple[torch.Tensor, float | None, bool] | None:
+    """(input, upper bound, in place) when ``func(*args, **kwargs)`` is a ReLU or ReLU6."""
+    if func in _RELU_FUNCS:
+        inplace = func in _INPLACE_FUNCS or bool(_arg(args, kwargs, 1, "inplace", False))
+        return _arg(args, kwargs, 0, "input", None), None, inplace
+    if func is F.relu6:
+        return _arg(args, kwargs, 0, "input", None), 6.0, bool(_arg(args, kwargs, 1, "inplace",
+                                                                    False))
+    if func is F.hardtanh and float(_arg(args, kwargs, 1, "min_val", -1.0)) == 0.0:
+        return (_arg(args, kwargs, 0, "input", None), float(_arg(args, kwargs, 2, "max_val", 1.0)),
+                bool(_arg(args, kwargs, 3, "inplace", False)))
+    return None
+
+
+class _GuidedMode(TorchFunctionMode):
+    """Routes every ReLU-like call (module or functional) through :class:`_GuidedReLU`."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        call = _relu_call(func, args, kwargs)
+        if call is None or not isinstance(call[0], torch.Tensor):
+            return func(*args, **kwargs)
+        x, hi, inplace = call
+        out = _GuidedReLU.apply(x, hi)
+        if inplace and not x.requires_grad:
+            return x.copy_(out)
+        return out  # an in-place ReLU on a tensor that needs gradients runs out of place
+
+
+class GuidedBackprop(Attribution):
+    """Guided backpropagation: only positive gradients flow back through ReLUs.
+
+    Covered: ``nn.ReLU`` and ``nn.ReLU6`` modules and the functional ``F.relu``,
+    ``torch.relu``, ``Tensor.relu`` (and their in-place forms, computed out of place with
+    the same values), ``F.relu6`` and ``F.hardtanh(x, 0, max)`` — every ReLU-like call made
+    through PyTorch's function API while :meth:`attribute` runs (a ``TorchFunctionMode``; no
+    hooks are registered). ReLU6 passes gradients where 0 < x < 6. Not covered: ReLUs
+    written as ``x.clamp(min=0)`` or ``torch.maximum(x, 0)``, and other activations (SiLU,
+    GELU), whose gradients pass unchanged.
+    """
+
+    def _attribute(self, images: torch.Tensor, target: Target) -> torch.Tensor:
+        with _GuidedMode():
+            return self._gradient(images, target)
+
+
+Baseline = Literal["black", "white", "blur"] | float | torch.Tensor
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    k = k / k.sum()
+    c = x.shape[1]
+    pad = min(radius, x.shape[-1] - 1, x.shape[-2] - 1)
+    y = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad > 0 else x
+    y = F.pad(y, (radius - pad,) * 4, mode="replicate") if radius > pad else y
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+class IntegratedGradients(Attribution):
+    """Integrated gradients from a baseline.
+
+    ``(x - x0) * integral_0^1 grad f(x0 + a (x - x0)) da``; the attributions sum to
+    f(x) - f(x0) up to the quadrature error. Along the path the gradient of a ReLU network is
+    piecewise constant, so the midpoint rule (the default) converges faster than
+    Gauss-Legendre there; a trained 8 x 8 digits CNN is within 2% at 64 points and 0.5% at
+    256 (check with the sums, as the tests do).
+
+    Args:
+        model: the classifier.
+        baseline: ``"black"`` (zeros), ``"white"`` (ones), ``"blur"`` (the image blurred by a
+            Gaussian of ``blur_sigma`` px), a constant pixel value, or a tensor broadcastable
+            to the images.
+        n_steps: quadrature points.
+        method: ``"midpoint"`` (Riemann sum at the interval midpoints) or
+            ``"gausslegendre"`` (better for smooth models).
+        batch_size: images x points per forward pass (default: all points of one image).
+        blur_sigma: standard deviation of the blur baseline, pixels.
+    """
+
+    def __init__(self, model: nn.Module, baseline: Baseline = "black", n_steps: int = 64,
+                 method: Literal["midpoint", "gausslegendre"] = "midpoint",
+                 batch_size: int | None = None, blur_sigma: float = 5.0) -> None:
+        super().__init__(model)
+        if method not in ("midpoint", "gausslegendre"):
+            raise RobustlensError(f"method must be 'midpoint' or 'gausslegendre'; received "
+                                  f"{method!r}.")
+        self.method = method
+        if n_steps < 1:
+            raise RobustlensError(f"n_steps must be >= 1; received {n_steps}.")
+        if isinstance(baseline, str) and baseline not in ("black", "white", "blur"):
+            raise RobustlensError(f"baseline must be 'black', 'white', 'blur', a number or a "
+                                  f"tensor; received {baseline!r}.")
+        self.baseline, self.n_steps, self.batch_size = baseline, n_steps, batch_size
+        self.blur_sigma = blur_sigma
+
+    def baseline_for(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) the baseline of each image."""
+        b = self.baseline
+        if isinstance(b, torch.Tensor):
+            return b.to(images).expand_as(images)
+        if b == "black":
+            return torch.zeros_like(images)
+        if b == "white":
+            return torch.ones_like(images)
+        if b == "blur":
+            return _gaussian_blur(images, self.blur_sigma)
+        return torch.full_like(images, float(b))
+
+    def _attribute(self, images: torch.Tensor, target: Target) -> torch.Tensor:
+        base = self.baseline_for(images)
+        t = self._fixed_targets(images, target)
+        if self.method == "gausslegendre":
+            nodes, weights = np.polynomial.legendre.leggauss(self.n_steps)
+        else:
+            nodes = (np.arange(self.n_steps) + 0.5) / self.n_steps * 2 - 1
+            weights = np.full(self.n_steps, 2.0 / self.n_steps)
+        alphas = torch.as_tensor((nodes + 1) / 2, dtype=images.dtype, device=images.device)
+        w = torch.as_tensor(weights / 2, dtype=images.dtype, device=images.device)
+        diff = images - base
+        b = images.shape[0]
+        per_pass = max(1, (self.batch_size or self.n_steps * b) // b)
+        total = torch.zeros_like(images)
+        for a, wa in zip(alphas.split(per_pass), w.split(per_pass), strict=True):
+            path = (base[None] + a.view(-1, 1, 1, 1, 1) * diff[None]).flatten(0, 1)
+            g = self._gradient(path, t.repeat(len(a))).view(len(a), *images.shape)
+            total += (g * wa.view(-1, 1, 1, 1, 1)).sum(0)
+        return total * diff
+
+
+class SmoothGrad(Attribution):
+    """Any attribution averaged over noisy copies of the images.
+
+    Args:
+        method: the attribution to smooth (e.g. ``Saliency(model)``, ``GuidedBackprop(model)``).
+        sigma: noise standard deviation as a fraction of the pixel range [0, 1] (0.15: 15%).
+        n_samples: noisy copies per image.
+        seed: seeds the noise (an explicit ``torch.Generator`` is made from it per call).
+        squared: average the squared attributions (SmoothGrad-Squared) instead.
+        batch_size: noisy images per pass of ``method`` (default: all copies at once).
+    """
+
+    def __init__(self, method: Attribution, sigma: float = 0.15, n_samples: int = 25, *,
+                 seed: int = 0, squared: bool = False, batch_size: int | None = None) -> None:
+        if not isinstance(method, Attribution):
+            raise RobustlensError(f"method must be an attribution such as Saliency(model); "
+                                  f"received {type(method).__name__}.")
+        if sigma < 0 or n_samples < 1:
+            raise RobustlensError(f"need sigma >= 0 and n_samples >= 1; received sigma={sigma}, "
+                                  f"n_samples={n_samples}.")
+        super().__init__(method.model)
+        self.method, self.sigma, self.n_samples = method, float(sigma), n_samples
+        self.seed, self.squared, self.batch_size = seed, squared, batch_size
+
+    def _attribute(self, images: torch.Tensor, target: Target) -> torch.Tensor:
+        b = images.shape[0]
+        t = self._fixed_targets(images, target)
+        gen = torch.Generator(device=images.device).manual_seed(self.seed)
+        per_pass = max(1, (self.batch_size or self.n_samples * b) // b)
+        total = torch.zeros_like(images)
+        done = 0
+        while done < self.n_samples:
+            n = min(per_pass, self.n_samples - done)
+            noise = torch.randn((n, *images.shape), generator=gen, device=images.device,
+                                dtype=images.dtype)
+            noisy = (images[None] + self.sigma * noise).flatten(0, 1)
+            attr = self.method._attribute(noisy, t.repeat(n)).view(n, *images.shape)
+            total += (attr ** 2 if self.squared else attr).sum(0)
+            done += n
+        return total / self.n_samples
+
+    def __repr__(self) -> str:
+        return f"SmoothGrad({self.method!r}, sigma={self.sigma}, n_samples={self.n_samples})"
