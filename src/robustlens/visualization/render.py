@@ -15,7 +15,7 @@ as they were (parameter gradients are never computed).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +26,7 @@ from torch import nn
 from robustlens.activations.layers import ChannelRef
 from robustlens.errors import RobustlensError
 from robustlens.visualization._hooks import capture, check_images, module_training
+from robustlens.visualization._relu import ReLUGradientMode
 from robustlens.visualization.objectives import OUTPUT, Objective, as_objective
 from robustlens.visualization.param import FourierImage, ImageParam, default_size
 from robustlens.visualization.transforms import Transform, compose, standard_transforms
@@ -108,7 +109,8 @@ def render(model: nn.Module, objective: Objective | str | ChannelRef, *,
            input_size: int | tuple[int, int] | None = None, batch_size: int = 1,
            steps: int = 512, lr: float = 0.05,
            transforms: Sequence[Transform] | Literal["standard"] | None = "standard",
-           eot_samples: int = 1, noise: NoiseHandling = "sample", seed: int = 0) -> RenderResult:
+           eot_samples: int = 1, noise: NoiseHandling = "sample", redirect_relu: bool = True,
+           seed: int = 0) -> RenderResult:
     """Activation maximization of ``objective`` on ``model``.
 
     Args:
@@ -131,6 +133,10 @@ def render(model: nn.Module, objective: Objective | str | ChannelRef, *,
             many noise draws (and transform draws) per step, in one batched pass.
         noise: ``"sample"`` (the model's own noise) or ``"off"`` (VOneBlock noise turned off
             during the render, restored after).
+        redirect_relu: Lucid's ReLU gradient redirection: where a whole ReLU output gets no
+            gradient (all units dead, as for a channel that is negative on the initial grey
+            image), the gradient passes where it moves units towards their active range.
+            Covers ``nn.ReLU``/``nn.ReLU6`` and functional ReLUs (forward values unchanged).
         seed: seeds the initial image, the transforms and the model's noise.
 
     Returns:
@@ -163,8 +169,9 @@ def render(model: nn.Module, objective: Objective | str | ChannelRef, *,
     params = [p for p in param.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     losses: list[torch.Tensor] = []
+    relu_mode = ReLUGradientMode("redirected") if redirect_relu else nullcontext()
     with module_training(model, False), _noise(model, noise), _forked_rng(device), \
-            torch.enable_grad():
+            torch.enable_grad(), relu_mode:
         torch.manual_seed(seed)
         for _ in range(steps):
             images = param()

@@ -24,16 +24,16 @@ For stochastic models (VOneNets) each call sees one noise draw; wrap the model i
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from robustlens.errors import RobustlensError
 from robustlens.visualization._hooks import check_images, module_training, resolve_targets
+from robustlens.visualization._relu import ReLUGradientMode
 
 __all__ = ["Attribution", "GradientXInput", "GuidedBackprop", "IntegratedGradients", "Saliency",
            "SmoothGrad", "Target"]
@@ -114,61 +114,6 @@ class GradientXInput(Attribution):
         return self._gradient(images, target) * images
 
 
-class _GuidedReLU(torch.autograd.Function):
-    """max(x, lo) (and min(., hi)); backward passes positive gradients where lo < x < hi."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, hi: float | None) -> torch.Tensor:
-        out = x.clamp(0, hi)
-        ctx.save_for_backward((x > 0) & (x < hi) if hi is not None else x > 0)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (mask,) = ctx.saved_tensors
-        return grad.clamp_min(0) * mask, None
-
-
-_RELU_FUNCS = {torch.relu, torch.relu_, F.relu, torch.Tensor.relu, torch.Tensor.relu_}
-_INPLACE_FUNCS = {torch.relu_, torch.Tensor.relu_}
-
-
-def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], position: int, name: str,
-         default: Any) -> Any:
-    return args[position] if len(args) > position else kwargs.get(name, default)
-
-
-def _relu_call(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-               ) -> tuple[torch.Tensor, float | None, bool] | None:
-    """(input, upper bound, in place) when ``func(*args, **kwargs)`` is a ReLU or ReLU6."""
-    if func in _RELU_FUNCS:
-        inplace = func in _INPLACE_FUNCS or bool(_arg(args, kwargs, 1, "inplace", False))
-        return _arg(args, kwargs, 0, "input", None), None, inplace
-    if func is F.relu6:
-        return _arg(args, kwargs, 0, "input", None), 6.0, bool(_arg(args, kwargs, 1, "inplace",
-                                                                    False))
-    if func is F.hardtanh and float(_arg(args, kwargs, 1, "min_val", -1.0)) == 0.0:
-        return (_arg(args, kwargs, 0, "input", None), float(_arg(args, kwargs, 2, "max_val", 1.0)),
-                bool(_arg(args, kwargs, 3, "inplace", False)))
-    return None
-
-
-class _GuidedMode(TorchFunctionMode):
-    """Routes every ReLU-like call (module or functional) through :class:`_GuidedReLU`."""
-
-    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
-                           kwargs: dict[str, Any] | None = None) -> Any:
-        kwargs = kwargs or {}
-        call = _relu_call(func, args, kwargs)
-        if call is None or not isinstance(call[0], torch.Tensor):
-            return func(*args, **kwargs)
-        x, hi, inplace = call
-        out = _GuidedReLU.apply(x, hi)
-        if inplace and not x.requires_grad:
-            return x.copy_(out)
-        return out  # an in-place ReLU on a tensor that needs gradients runs out of place
-
-
 class GuidedBackprop(Attribution):
     """Guided backpropagation: only positive gradients flow back through ReLUs.
 
@@ -182,7 +127,7 @@ class GuidedBackprop(Attribution):
     """
 
     def _attribute(self, images: torch.Tensor, target: Target) -> torch.Tensor:
-        with _GuidedMode():
+        with ReLUGradientMode("guided"):
             return self._gradient(images, target)
 
 

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from robustlens.errors import RobustlensError
+from robustlens.models.vone import VOneBlock
 
 __all__ = ["first_conv", "gabor_layout", "plot_gabor_layout", "plot_weights", "weight_grid"]
 
@@ -95,6 +96,13 @@ def plot_weights(model_or_weight: nn.Module | torch.Tensor, columns: int | None 
     return fig
 
 
+def _vone_block(module: nn.Module) -> VOneBlock:
+    for m in module.modules():
+        if isinstance(m, VOneBlock):
+            return m
+    raise RobustlensError(f"{type(module).__name__} has no VOneBlock.")
+
+
 def gabor_layout(block: nn.Module, bank: str = "q0", n_orientations: int = 8,
                  n_frequencies: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pick one Gabor filter per (spatial frequency, orientation) cell.
@@ -104,7 +112,7 @@ def gabor_layout(block: nn.Module, bank: str = "q0", n_orientations: int = 8,
     centre (in bin units) is chosen; empty cells hold -1.
 
     Args:
-        block: a :class:`robustlens.models.vone.VOneBlock`.
+        block: a :class:`robustlens.models.vone.VOneBlock`, or a model containing one.
         bank: ``"q0"`` or ``"q1"`` (checked by the caller that draws).
         n_orientations: columns.
         n_frequencies: rows.
@@ -113,9 +121,7 @@ def gabor_layout(block: nn.Module, bank: str = "q0", n_orientations: int = 8,
         (n_frequencies, n_orientations) filter indices, the row centres (cycles/degree) and
         the column centres (degrees).
     """
-    params = getattr(block, "gabor_params", None)
-    if params is None:
-        raise RobustlensError(f"{type(block).__name__} is not a VOneBlock (no gabor_params).")
+    params = _vone_block(block).gabor_params
     if n_orientations < 1 or n_frequencies < 1:
         raise RobustlensError("n_orientations and n_frequencies must be positive.")
     sf = np.asarray(params["sf"], dtype=float)
@@ -149,7 +155,7 @@ def plot_gabor_layout(block: nn.Module, bank: str = "q0", n_orientations: int = 
     if bank not in ("q0", "q1"):
         raise RobustlensError(f"bank must be 'q0' or 'q1'; received {bank!r}.")
     chosen, sf_c, th_c = gabor_layout(block, bank, n_orientations, n_frequencies)
-    conv = getattr(block, "simple_conv_q0" if bank == "q0" else "simple_conv_q1")
+    conv = getattr(_vone_block(block), "simple_conv_q0" if bank == "q0" else "simple_conv_q1")
     kernels = conv.weight.detach().float().cpu()
     fig = Figure(figsize=(1.1 * n_orientations + 1, 1.1 * n_frequencies + 0.6),
                  layout="constrained")
