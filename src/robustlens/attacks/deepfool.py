@@ -34,6 +34,7 @@ from robustlens.errors import ConfigError
 __all__ = ["DeepFool"]
 
 _TINY = 1e-12
+_SHRINK = 0.25  # re-run the forward on the rest once this fraction of the batch is done
 _TIE = 1e-4  # logit units: a success needs a margin this clear; steps cross at least this much
 
 
@@ -132,7 +133,7 @@ class DeepFool(Attack):
                     success[active[hit]] = True
                     if not bool(live.any()):
                         break
-                    if int(hit.sum()) * 4 >= len(hit):
+                    if int(hit.sum()) >= _SHRINK * len(hit):
                         # many finished: a forward on the rest is cheaper than carrying them
                         # through c - 1 backward passes
                         active = active[live]
