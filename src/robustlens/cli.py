@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlens.errors import RobustlensError
+from robustlens.visualization import cli as _visualize
 
 __all__ = ["main"]
 
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list the registered models")
     models.add_argument("pattern", nargs="?", default="*")
+    _visualize.add_parser(sub)
     return parser
 
 
@@ -176,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=os.environ.get("ROBUSTLENS_LOG", "WARNING").upper(),
                         format="%(levelname)s %(name)s: %(message)s")
-    commands = {"demo": _cmd_demo, "study": _cmd_study, "train": _cmd_train, "models": _cmd_models}
+    commands = {"demo": _cmd_demo, "study": _cmd_study, "train": _cmd_train, "models": _cmd_models,
+                "visualize": _visualize.run}
     try:
         return commands[args.command](args)
     except RobustlensError as err:

@@ -205,3 +205,4 @@ class DissimilarityAnalysis(StudyAnalysis):
 
 # sensitivity, rsa, manifolds, pca_images, dissimilarity_channels; per_class, per_example, audit
 from robustlens.study import analyses_extra, analyses_robustness  # noqa: E402, F401
+from robustlens.visualization import analyses as _visualization  # noqa: E402, F401  (featurevis, saliency)

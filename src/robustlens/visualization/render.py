@@ -14,7 +14,7 @@ as they were (parameter gradients are never computed).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
@@ -109,8 +109,9 @@ def render(model: nn.Module, objective: Objective | str | ChannelRef, *,
            input_size: int | tuple[int, int] | None = None, batch_size: int = 1,
            steps: int = 512, lr: float = 0.05,
            transforms: Sequence[Transform] | Literal["standard"] | None = "standard",
-           eot_samples: int = 1, noise: NoiseHandling = "sample", redirect_relu: bool = True,
-           seed: int = 0) -> RenderResult:
+           eot_samples: int = 1, noise: NoiseHandling = "sample", redirect_relu_steps: int = 16,
+           seed: int = 0, callback: Callable[[int, torch.Tensor], None] | None = None
+           ) -> RenderResult:
     """Activation maximization of ``objective`` on ``model``.
 
     Args:
@@ -133,11 +134,16 @@ def render(model: nn.Module, objective: Objective | str | ChannelRef, *,
             many noise draws (and transform draws) per step, in one batched pass.
         noise: ``"sample"`` (the model's own noise) or ``"off"`` (VOneBlock noise turned off
             during the render, restored after).
-        redirect_relu: Lucid's ReLU gradient redirection: where a whole ReLU output gets no
-            gradient (all units dead, as for a channel that is negative on the initial grey
-            image), the gradient passes where it moves units towards their active range.
-            Covers ``nn.ReLU``/``nn.ReLU6`` and functional ReLUs (forward values unchanged).
+        redirect_relu_steps: for this many first steps, Lucid's ReLU gradient redirection:
+            where a whole ReLU output gets no gradient (all units dead, as for a channel
+            that is negative on the initial grey image), the gradient passes where it moves
+            units towards their active range, so the optimisation can start. Covers
+            ``nn.ReLU``/``nn.ReLU6`` and functional ReLUs (forward values unchanged). Later
+            steps use plain gradients (the redirection costs about one extra forward pass
+            per step, and is rarely needed once the objective is alive); 0 disables it.
         seed: seeds the initial image, the transforms and the model's noise.
+        callback: called after every step with the step index and the (detached) loss,
+            e.g. for a progress bar; reading the loss's value synchronises the device.
 
     Returns:
         A :class:`RenderResult` (images and loss history).
@@ -169,21 +175,24 @@ def render(model: nn.Module, objective: Objective | str | ChannelRef, *,
     params = [p for p in param.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     losses: list[torch.Tensor] = []
-    relu_mode = ReLUGradientMode("redirected") if redirect_relu else nullcontext()
+    redirect = ReLUGradientMode("redirected")
     with module_training(model, False), _noise(model, noise), _forked_rng(device), \
-            torch.enable_grad(), relu_mode:
+            torch.enable_grad():
         torch.manual_seed(seed)
-        for _ in range(steps):
+        for step in range(steps):
             images = param()
             views = [_resize(chain(images, gen), target_size) for _ in range(eot_samples)]
             x = views[0] if eot_samples == 1 else torch.cat(views)
-            values = _evaluate(model, obj, x)
+            with redirect if step < redirect_relu_steps else nullcontext():
+                values = _evaluate(model, obj, x)
             loss = -values.sum() / eot_samples
             grads = torch.autograd.grad(loss, params)
             for p, g in zip(params, grads, strict=True):
                 p.grad = g
             optimizer.step()
             losses.append(loss.detach())
+            if callback is not None:
+                callback(step, losses[-1])
         final = param().detach()
     history = torch.stack(losses).double().cpu() if losses else torch.zeros(0, dtype=torch.float64)
     return RenderResult(final, history, obj.description)
