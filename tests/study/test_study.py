@@ -158,3 +158,28 @@ def test_demo_config_is_valid() -> None:
     assert {a.type for a in config.attacks} == {"fgsm", "pgd"}
     with pytest.raises(ConfigError, match="unique"):
         parse_config({**raw, "models": raw["models"] + raw["models"][:1]})
+
+
+def test_every_attack_type_parses_and_builds() -> None:
+    from robustlens.attacks import DeepFool
+
+    config = parse_config({
+        "models": [{"name": "m", "architecture": "digits_cnn", "random": True}],
+        "attacks": [
+            {"type": "pgd", "eps": [0.1], "norm": "2", "targeted": "least_likely", "eot_samples": 2,
+             "restarts": 2},
+            {"type": "deepfool", "eps": [float("inf"), 0.05], "norm": "2", "overshoot": 0.02},
+            {"type": "vonenet", "eps": [1 / 255]},
+        ],
+    })
+    pgd = config.attacks[0].build(0.1)
+    assert pgd.eot_samples == 2 and pgd.restarts == 2 and pgd.norm == "2"
+    assert isinstance(config.attacks[1].build(float("inf")), DeepFool)
+    von = config.attacks[2].build(1 / 255)
+    assert von.steps == 64 and von.eot_samples == 10 and abs(von.effective_step_size - 1 / 255 / 4) < 1e-12
+    with pytest.raises(ConfigError, match="inf"):
+        parse_config({"models": [{"name": "m", "architecture": "digits_cnn", "random": True}],
+                      "attacks": [{"type": "pgd", "eps": [float("inf")]}]})
+    with pytest.raises(ConfigError, match="Did you mean 'deepfool'"):
+        parse_config({"models": [{"name": "m", "architecture": "digits_cnn", "random": True}],
+                      "attacks": [{"type": "deepfol", "eps": [0.1]}]})

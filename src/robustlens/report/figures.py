@@ -23,13 +23,14 @@ def accuracy_vs_eps_figure(accuracy: pd.DataFrame) -> Figure:
         accuracy: rows ``model, attack, eps, accuracy``; the ``attack == "clean"`` rows give
             each curve its eps = 0 point.
     """
-    attacks = [a for a in accuracy["attack"].unique() if a != "clean"]
+    bounded = accuracy[np.isfinite(accuracy["eps"])]
+    attacks = [a for a in bounded["attack"].unique() if a != "clean"]
     n = max(len(attacks), 1)
     fig = Figure(figsize=(4.2 * n, 3.4), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     clean = accuracy[accuracy["attack"] == "clean"].set_index("model")["accuracy"]
     for ax, attack in zip(axes, attacks, strict=False):
-        rows = accuracy[accuracy["attack"] == attack]
+        rows = accuracy[(accuracy["attack"] == attack) & np.isfinite(accuracy["eps"])]
         for model, g in rows.groupby("model", sort=False):
             g = g.sort_values("eps")
             eps, acc = g["eps"].to_numpy(), g["accuracy"].to_numpy()
@@ -37,7 +38,7 @@ def accuracy_vs_eps_figure(accuracy: pd.DataFrame) -> Figure:
                 eps, acc = np.r_[0.0, eps], np.r_[clean[model], acc]
             ax.plot(eps, acc, marker="o", label=str(model))
         ax.set_title(attack)
-        ax.set_xlabel("eps (pixel units, L-inf)")
+        ax.set_xlabel("eps (pixel units)")
         ax.set_ylabel("accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)

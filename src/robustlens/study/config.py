@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustlens.attacks import FGSM, PGD, Attack
+from robustlens.attacks import FGSM, PGD, Attack, DeepFool
+from robustlens.attacks.presets import vonenet_pgd
 from robustlens.errors import ConfigError, RobustlensError, suggest
 from robustlens.training import AdversarialTraining, TrainConfig
 
 __all__ = ["AttackConfig", "DataConfig", "ModelConfig", "StudyConfig", "load_config", "parse_config"]
 
-ATTACK_TYPES = ("fgsm", "pgd")
+ATTACK_TYPES = ("fgsm", "pgd", "deepfool", "vonenet")
 
 
 def _check_keys(table: Any, allowed: dict[str, type | tuple[type, ...]], where: str,
@@ -83,6 +84,10 @@ class AttackConfig:
     def build(self, eps: float) -> Attack:
         if self.type == "fgsm":
             return FGSM(eps=eps, **self.options)
+        if self.type == "deepfool":
+            return DeepFool(eps=eps, **self.options)
+        if self.type == "vonenet":
+            return vonenet_pgd(eps, **self.options)
         return PGD(eps=eps, **self.options)
 
 
@@ -108,9 +113,13 @@ _TRAIN_KEYS: dict[str, type | tuple[type, ...]] = {
 _ADV_KEYS: dict[str, type | tuple[type, ...]] = {
     "eps": float, "steps": int, "step_size": float, "random_start": bool, "warmup_epochs": float,
 }
+_TARGETED = (str, int)
 _ATTACK_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "fgsm": {},
-    "pgd": {"steps": int, "step_size": float, "random_start": bool, "norm": str, "seed": int},
+    "fgsm": {"targeted": _TARGETED, "eot_samples": int, "seed": int},
+    "pgd": {"steps": int, "step_size": float, "random_start": bool, "norm": str, "seed": int,
+            "targeted": _TARGETED, "eot_samples": int, "restarts": int},
+    "deepfool": {"norm": str, "overshoot": float, "steps": int, "candidates": int, "eot_samples": int},
+    "vonenet": {"norm": str, "steps": int, "eot_samples": int},
 }
 
 
@@ -156,8 +165,10 @@ def _parse_attack(table: Any, i: int) -> AttackConfig:
     eps = t["eps"]
     if not eps or not all(isinstance(e, int | float) and not isinstance(e, bool) for e in eps):
         raise ConfigError(f"{where}.eps must be a non-empty list of numbers; received {eps!r}.")
-    if any(not math.isfinite(e) or e < 0 or e > 1 for e in eps):
-        raise ConfigError(f"{where}.eps values must lie in [0, 1] (pixel units); received {eps!r}.")
+    unbounded_ok = t["type"] == "deepfool"  # a minimal-perturbation attack may run unbounded
+    if any(math.isnan(e) or e < 0 or (e > 1 and not (unbounded_ok and math.isinf(e))) for e in eps):
+        hint = " (or inf: unbounded)" if unbounded_ok else ""
+        raise ConfigError(f"{where}.eps values must lie in [0, 1] (pixel units){hint}; received {eps!r}.")
     opts = {k: v for k, v in t.items() if k in options}
     config = AttackConfig(name=t.get("name", t["type"]), type=t["type"],
                           eps=tuple(float(e) for e in eps), options=opts)
