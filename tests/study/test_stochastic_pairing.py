@@ -44,3 +44,6 @@ def test_noise_is_shared_between_clean_and_adversarial_passes(tmp_path: Path) ->
     # with independent noise, 1 - r of the logits would be about 1; shared noise leaves only
     # the effect of a 0.001 perturbation
     assert float(diss["mean"].iloc[0]) < 1e-3
+    acc = pd.read_parquet(result.run_dir / "results" / "accuracy.parquet")
+    assert acc["stochastic"].all() and (acc["n_passes"] == 8).all()
+    assert acc["expected_accuracy"].between(0, 1).all()

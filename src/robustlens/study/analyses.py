@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from robustlens.analysis.dissimilarity import LayerDissimilarity
+from robustlens.attacks import AttackResult
 from robustlens.errors import ConfigError, suggest
 
 __all__ = ["ANALYSES", "AnalysisBatch", "CleanBatch", "StudyAnalysis", "register_analysis"]
@@ -60,7 +61,15 @@ class CleanBatch:
 
 @dataclass(frozen=True)
 class AnalysisBatch:
-    """One batch under one attack at one eps, with its clean counterpart."""
+    """One batch under one attack at one eps, with its clean counterpart.
+
+    Attributes:
+        attack: the attack's label in the study; ``eps`` its radius (pixel units).
+        clean: the clean batch.
+        images, logits, activations: the adversarial images, logits and recordings.
+        norm: the attack's norm (``"inf"`` or ``"2"``).
+        result: the attack's per-example outcome (success, L-inf / L2 norms, minimal norm).
+    """
 
     attack: str
     eps: float
@@ -68,6 +77,8 @@ class AnalysisBatch:
     images: torch.Tensor
     logits: torch.Tensor
     activations: Mapping[str, torch.Tensor]
+    norm: str = "inf"
+    result: AttackResult | None = None
 
 
 class StudyAnalysis:

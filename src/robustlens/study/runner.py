@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 from robustlens.activations import record
-from robustlens.attacks import eval_mode
+from robustlens.attacks import eval_mode, is_stochastic
 from robustlens.data import ImageDataset, class_balanced_indices, load_dataset
 from robustlens.errors import ConfigError
-from robustlens.evaluation import AccuracyCounter
+from robustlens.evaluation import AccuracyCounter, expected_correct
 from robustlens.study.analyses import ANALYSES, AnalysisBatch, CleanBatch, StudyAnalysis
 from robustlens.study.config import StudyConfig
 from robustlens.study.models import default_cache_dir, obtain_model
@@ -83,7 +83,7 @@ def _config_dict(config: StudyConfig) -> dict[str, Any]:
     d = asdict(config)
     d.pop("raw")
     out = {"study": {"name": d["name"], "seed": d["seed"], "batch_size": d["batch_size"],
-                     "device": d["device"]},
+                     "device": d["device"], "expected_passes": d["expected_passes"]},
            "data": d["data"], "models": [], "attacks": [], "analyses": d["analyses"]}
     for m in d["models"]:
         m = {k: v for k, v in m.items() if not (k == "random" and not v)}
@@ -165,9 +165,19 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: ImageDataset,
         layers = sorted({layer for s in layer_sets for layer in (s or [])})
     want_record = layers is None or bool(layers)
     counters: dict[tuple[str, float], AccuracyCounter] = {("clean", 0.0): AccuracyCounter(data.num_classes)}
+    expected: dict[tuple[str, float], float] = {("clean", 0.0): 0.0}
     attacks = [(a.name, eps, a.build(eps)) for a in config.attacks for eps in a.eps]
     for a_name, eps, _ in attacks:
         counters[(a_name, eps)] = AccuracyCounter(data.num_classes)
+        expected[(a_name, eps)] = 0.0
+    with eval_mode(model):
+        stochastic = is_stochastic(model, data.images[:2].to(run.device))
+    # Early exit (an example already misclassified keeps its adversarial image and leaves the
+    # batch) saves most of the compute of a robust-accuracy evaluation, but it stops those
+    # perturbations early: it is used only when no analysis looks at adversarial activations,
+    # and never for a stochastic model (its accuracy is read from a fresh pass).
+    early_stop = not stochastic and not want_record
+    n_passes = run.config.expected_passes if stochastic else 1
     generator = torch.Generator(device=run.device).manual_seed(config.seed)
 
     rng_devices = [run.device] if run.device.type == "cuda" else []
@@ -190,21 +200,29 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: ImageDataset,
             noise_seed = config.seed * 1_000_003 + index
             logits, acts = forward(x, noise_seed)
             counters[("clean", 0.0)].update(logits.argmax(1), y)
+            if n_passes > 1:
+                expected[("clean", 0.0)] += float(expected_correct(model, x, y, n_passes).sum())
             clean = CleanBatch(x, y, logits, acts)
             for analysis in analyses:
                 analysis.update_clean(clean)
             for a_name, eps, attack in attacks:
-                x_adv = attack(model, x, y, generator=generator)
+                result = attack.run(model, x, y, generator=generator, early_stop=early_stop)
+                x_adv = result.adversarial
                 adv_logits, adv_acts = forward(x_adv, noise_seed)
                 counters[(a_name, eps)].update(adv_logits.argmax(1), y)
-                batch = AnalysisBatch(a_name, eps, clean, x_adv, adv_logits, adv_acts)
+                if n_passes > 1:
+                    expected[(a_name, eps)] += float(expected_correct(model, x_adv, y, n_passes).sum())
+                batch = AnalysisBatch(a_name, eps, clean, x_adv, adv_logits, adv_acts, attack.norm, result)
                 for analysis in analyses:
                     analysis.update(batch)
                 tick()
             tick()
-    for (a_name, eps), counter in counters.items():
-        run.accuracy.append({"model": name, "attack": a_name, "eps": eps,
-                             **counter.result().iloc[0].to_dict()})
+    norms = {(a_name, eps): attack.norm for a_name, eps, attack in attacks}
+    for key, counter in counters.items():
+        row = counter.result().iloc[0].to_dict()
+        row["expected_accuracy"] = expected[key] / max(row["n_images"], 1) if n_passes > 1 else row["accuracy"]
+        run.accuracy.append({"model": name, "attack": key[0], "eps": key[1], "norm": norms.get(key, ""),
+                             **row, "stochastic": stochastic, "n_passes": n_passes})
 
 
 def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path | None = None,
