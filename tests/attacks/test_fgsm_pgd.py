@@ -114,3 +114,20 @@ def test_bad_inputs_are_clear_errors() -> None:
         PGD(eps=0.1, steps=0)
     with pytest.raises(ConfigError, match="norm"):
         PGD(eps=0.1, norm="1")  # type: ignore[arg-type]
+
+
+def test_eot_on_a_deterministic_model_costs_one_sample(trained_digits_cnn, digits) -> None:  # type: ignore[no-untyped-def]
+    calls = 0
+
+    def count(_m, _i, _o):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+
+    x, y = digits.images[:20], digits.labels[:20]
+    handle = trained_digits_cnn.register_forward_hook(count)
+    try:
+        a = PGD(eps=0.05, steps=4, eot_samples=8)(trained_digits_cnn, x, y)
+    finally:
+        handle.remove()
+    assert calls <= 4 + 4  # 4 steps, plus the stochasticity check; not 8 x 4
+    assert torch.equal(a, PGD(eps=0.05, steps=4)(trained_digits_cnn, x, y))
