@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -173,11 +174,18 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Warnings as one readable line (the library's warnings are meant for the user)."""
+    print(f"robustlens: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``robustlens`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=os.environ.get("ROBUSTLENS_LOG", "WARNING").upper(),
                         format="%(levelname)s %(name)s: %(message)s")
+    warnings.showwarning = _show_warning
     commands = {"demo": _cmd_demo, "study": _cmd_study, "train": _cmd_train, "models": _cmd_models,
                 "visualize": _visualize.run}
     try:
