@@ -183,3 +183,25 @@ def test_every_attack_type_parses_and_builds() -> None:
     with pytest.raises(ConfigError, match="Did you mean 'deepfool'"):
         parse_config({"models": [{"name": "m", "architecture": "digits_cnn", "random": True}],
                       "attacks": [{"type": "deepfol", "eps": [0.1]}]})
+
+
+def test_transfer_and_noise_attacks_in_a_study(tmp_path: Path) -> None:
+    from robustlens.study import run_study
+
+    config = parse_config({
+        "study": {"name": "transfer", "batch_size": 60},
+        "data": {"dataset": "digits", "n_per_class": 6},
+        "models": [{"name": "target", "architecture": "digits_cnn", "random": True, "seed": 1},
+                   {"name": "surrogate", "architecture": "digits_cnn", "random": True, "seed": 2}],
+        "attacks": [{"name": "white", "type": "fgsm", "eps": [0.3]},
+                    {"name": "black", "type": "transfer", "surrogate": "surrogate", "via": "fgsm", "eps": [0.3]},
+                    {"name": "noise", "type": "noise", "eps": [0.3]}],
+    })
+    result = run_study(config, tmp_path / "run", cache_dir=tmp_path / "cache")
+    acc = result.tables["accuracy"].set_index(["model", "attack"])["accuracy"]
+    # crafted on itself, the transfer attack is the white-box attack
+    assert acc[("surrogate", "black")] == acc[("surrogate", "white")]
+    assert set(acc.index.get_level_values("attack")) == {"clean", "white", "black", "noise"}
+    with pytest.raises(ConfigError, match="Did you mean 'surrogate'"):
+        parse_config({"models": [{"name": "surrogate", "architecture": "digits_cnn", "random": True}],
+                      "attacks": [{"type": "transfer", "surrogate": "surogate", "eps": [0.1]}]})

@@ -13,14 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from robustlens.attacks import FGSM, PGD, Attack, DeepFool
+from torch import nn
+
+from robustlens.attacks import FGSM, PGD, Attack, DeepFool, RandomNoise, Transfer
 from robustlens.attacks.presets import vonenet_pgd
 from robustlens.errors import ConfigError, RobustlensError, suggest
 from robustlens.training import AdversarialTraining, TrainConfig
 
 __all__ = ["AttackConfig", "DataConfig", "ModelConfig", "StudyConfig", "load_config", "parse_config"]
 
-ATTACK_TYPES = ("fgsm", "pgd", "deepfool", "vonenet")
+ATTACK_TYPES = ("fgsm", "pgd", "deepfool", "vonenet", "noise", "transfer")
 
 
 def _check_keys(table: Any, allowed: dict[str, type | tuple[type, ...]], where: str,
@@ -81,7 +83,22 @@ class AttackConfig:
     eps: tuple[float, ...]
     options: dict[str, Any] = field(default_factory=dict)
 
-    def build(self, eps: float) -> Attack:
+    @property
+    def surrogate(self) -> str | None:
+        """For a transfer attack, the study model the images are crafted on."""
+        return self.options.get("surrogate") if self.type == "transfer" else None
+
+    def build(self, eps: float, surrogate: nn.Module | None = None) -> Attack:
+        """The attack at ``eps``; a transfer attack needs its ``surrogate`` model."""
+        if self.type == "transfer":
+            opts = {k: v for k, v in self.options.items() if k not in ("surrogate", "via")}
+            inner = (FGSM(eps=eps, **opts) if self.options.get("via", "pgd") == "fgsm"
+                     else PGD(eps=eps, **opts))
+            if surrogate is None:  # validation only
+                return inner
+            return Transfer(inner, surrogate)
+        if self.type == "noise":
+            return RandomNoise(eps=eps, **self.options)
         if self.type == "fgsm":
             return FGSM(eps=eps, **self.options)
         if self.type == "deepfool":
@@ -121,6 +138,9 @@ _ATTACK_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
             "targeted": _TARGETED, "eot_samples": int, "restarts": int},
     "deepfool": {"norm": str, "overshoot": float, "steps": int, "candidates": int, "eot_samples": int},
     "vonenet": {"norm": str, "steps": int, "eot_samples": int},
+    "noise": {"norm": str, "trials": int, "seed": int},
+    "transfer": {"surrogate": str, "via": str, "steps": int, "step_size": float, "random_start": bool,
+                 "norm": str, "seed": int, "eot_samples": int},
 }
 
 
@@ -154,7 +174,7 @@ def _parse_model(table: Any, i: int) -> ModelConfig:
                        seed=t.get("seed", 0))
 
 
-def _parse_attack(table: Any, i: int) -> AttackConfig:
+def _parse_attack(table: Any, i: int, model_names: list[str]) -> AttackConfig:
     where = f"[[attacks]] #{i + 1}"
     if isinstance(table, dict) and table.get("type") not in ATTACK_TYPES:
         kind = str(table.get("type"))
@@ -171,6 +191,16 @@ def _parse_attack(table: Any, i: int) -> AttackConfig:
         hint = " (or inf: unbounded)" if unbounded_ok else ""
         raise ConfigError(f"{where}.eps values must lie in [0, 1] (pixel units){hint}; received {eps!r}.")
     opts = {k: v for k, v in t.items() if k in options}
+    if t["type"] == "transfer":
+        surrogate = opts.get("surrogate")
+        if surrogate not in model_names:
+            raise ConfigError(f"{where}: a transfer attack needs `surrogate = \"NAME\"` naming one of "
+                              f"this study's models ({', '.join(model_names)}); received {surrogate!r}."
+                              f"{suggest(str(surrogate), model_names)}")
+        if opts.get("via", "pgd") not in ("pgd", "fgsm"):
+            raise ConfigError(f"{where}.via must be 'pgd' or 'fgsm'; received {opts['via']!r}.")
+        if opts.get("via") == "fgsm" and set(opts) - {"surrogate", "via", "seed", "eot_samples"}:
+            raise ConfigError(f"{where}: with via = 'fgsm' only seed and eot_samples apply.")
     config = AttackConfig(name=t.get("name", t["type"]), type=t["type"],
                           eps=tuple(float(e) for e in eps), options=opts)
     config.build(max(config.eps))  # validates the options now, before any work starts
@@ -211,7 +241,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConf
         m if m.checkpoint is None else ModelConfig(**{**m.__dict__, "checkpoint": str((base / m.checkpoint).resolve())})
         for m in models
     )
-    attacks = tuple(_parse_attack(a, i) for i, a in enumerate(raw.get("attacks", [])))
+    attacks = tuple(_parse_attack(a, i, names) for i, a in enumerate(raw.get("attacks", [])))
     if len({a.name for a in attacks}) != len(attacks):
         raise ConfigError(f"attack names must be unique; received {[a.name for a in attacks]}.")
     from robustlens.study.analyses import ANALYSES, check_analysis_options

@@ -122,6 +122,8 @@ class _Run:
         self.results = run_dir / "results"
         self.figures = run_dir / "figures"
         self.accuracy: list[dict[str, Any]] = []
+        self.models: dict[str, nn.Module] = {}
+        self.model_info: dict[str, dict[str, Any]] = {}
         self.model_rows: list[dict[str, Any]] = []
         self.analysis_tables: dict[str, dict[str, list[pd.DataFrame]]] = {}
         self.manifest: dict[str, Any] = {
@@ -132,6 +134,18 @@ class _Run:
         }
         if device.type == "cuda":
             self.manifest["device_name"] = torch.cuda.get_device_name(device)
+
+    def get_model(self, name: str) -> nn.Module:
+        """The study's model ``name`` (obtained once, kept for transfer attacks)."""
+        if name not in self.models:
+            mc = next(m for m in self.config.models if m.name == name)
+            model, info = obtain_model(mc, self.config.data, cache_dir=self.cache_dir, device=self.device,
+                                       progress=self.progress)
+            for p in model.parameters():
+                p.requires_grad_(False)
+            self.models[name] = model
+            self.model_info[name] = info
+        return self.models[name]
 
     def write_manifest(self) -> None:
         import json
@@ -166,7 +180,8 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: ImageDataset,
     want_record = layers is None or bool(layers)
     counters: dict[tuple[str, float], AccuracyCounter] = {("clean", 0.0): AccuracyCounter(data.num_classes)}
     expected: dict[tuple[str, float], float] = {("clean", 0.0): 0.0}
-    attacks = [(a.name, eps, a.build(eps)) for a in config.attacks for eps in a.eps]
+    attacks = [(a.name, eps, a.build(eps, run.get_model(a.surrogate) if a.surrogate else None))
+               for a in config.attacks for eps in a.eps]
     for a_name, eps, _ in attacks:
         counters[(a_name, eps)] = AccuracyCounter(data.num_classes)
         expected[(a_name, eps)] = 0.0
@@ -266,10 +281,8 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
         n_batches = (len(data) + config.batch_size - 1) // config.batch_size
         for mc in config.models:
             t0 = time.perf_counter()
-            model, info = obtain_model(mc, config.data, cache_dir=run.cache_dir, device=run.device,
-                                       progress=progress)
-            for p in model.parameters():
-                p.requires_grad_(False)
+            model = run.get_model(mc.name)
+            info = run.model_info[mc.name]
             t_model = time.perf_counter() - t0
             analyses = [ANALYSES[k](mc.name, model, data.class_names, **opts)
                         for k, opts in config.analyses.items()]
@@ -285,6 +298,8 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
                     df = df.copy()
                     df.insert(0, "model", mc.name)
                     run.analysis_tables.setdefault(analysis.name, {}).setdefault(tname, []).append(df)
+            if mc.name not in {a.surrogate for a in config.attacks}:
+                run.models.pop(mc.name, None)  # keep only surrogates of transfer attacks
             run.save_tables()
             run.write_manifest()
         from robustlens.study.report import build_report
