@@ -27,11 +27,21 @@ def digits() -> ImageDataset:
 
 
 @pytest.fixture(scope="session")
-def trained_digits_cnn():
-    """A digits_cnn trained for a few seconds on the digits train split (about 95% test)."""
+def digits_model() -> torch.nn.Module:
+    """digits_cnn trained for a few seconds on the digits train split (about 96% test)."""
     from robustlens.study.models import build_seeded
     from robustlens.training import TrainConfig, train_model
 
     model = build_seeded("digits_cnn", {}, 0)
-    train_model(model, load_digits("train"), TrainConfig(epochs=15, batch_size=32, lr=3e-3))
+    train_model(model, load_digits("train"), TrainConfig(epochs=15, batch_size=64, lr=5e-3))
     return model.eval()
+
+
+@pytest.fixture(scope="session")
+def trained_digits_cnn(digits_model: torch.nn.Module) -> torch.nn.Module:
+    return digits_model
+
+
+@pytest.fixture(scope="session")
+def digits_test() -> ImageDataset:
+    return load_digits("test")
