@@ -290,11 +290,15 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
             with tqdm(total=n_units * n_batches, disable=not progress, desc=f"attacking {mc.name}",
                       unit="unit", leave=False) as bar:
                 _evaluate_model(run, mc.name, model, data, analyses, lambda: bar.update(1))
-            run.manifest["timings"][mc.name] = {"model_s": t_model, "evaluate_s": time.perf_counter() - t0}
+            timing = {"model_s": t_model, "evaluate_s": time.perf_counter() - t0, "analyses_s": {}}
+            run.manifest["timings"][mc.name] = timing
             run.model_rows.append({"model": mc.name, "architecture": mc.architecture, **{
                 k: v for k, v in info.items() if k != "path"}, "path": info.get("path")})
             for analysis in analyses:
-                for tname, df in analysis.tables().items():
+                t0 = time.perf_counter()
+                tables = analysis.tables()
+                timing["analyses_s"][analysis.name] = time.perf_counter() - t0
+                for tname, df in tables.items():
                     df = df.copy()
                     df.insert(0, "model", mc.name)
                     run.analysis_tables.setdefault(analysis.name, {}).setdefault(tname, []).append(df)
@@ -304,7 +308,9 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
             run.write_manifest()
         from robustlens.study.report import build_report
 
+        t0 = time.perf_counter()
         build_report(run)
+        run.manifest["timings"]["report_s"] = time.perf_counter() - t0
         run.manifest["status"] = "complete"
     except BaseException as err:
         run.manifest["status"] = f"failed: {type(err).__name__}: {err}"
