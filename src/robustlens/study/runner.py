@@ -290,14 +290,15 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
             with tqdm(total=n_units * n_batches, disable=not progress, desc=f"attacking {mc.name}",
                       unit="unit", leave=False) as bar:
                 _evaluate_model(run, mc.name, model, data, analyses, lambda: bar.update(1))
-            timing = {"model_s": t_model, "evaluate_s": time.perf_counter() - t0, "analyses_s": {}}
-            run.manifest["timings"][mc.name] = timing
+            analyses_s: dict[str, float] = {}
+            run.manifest["timings"][mc.name] = {"model_s": t_model, "evaluate_s": time.perf_counter() - t0,
+                                                "analyses_s": analyses_s}
             run.model_rows.append({"model": mc.name, "architecture": mc.architecture, **{
                 k: v for k, v in info.items() if k != "path"}, "path": info.get("path")})
             for analysis in analyses:
                 t0 = time.perf_counter()
                 tables = analysis.tables()
-                timing["analyses_s"][analysis.name] = time.perf_counter() - t0
+                analyses_s[analysis.name] = time.perf_counter() - t0
                 for tname, df in tables.items():
                     df = df.copy()
                     df.insert(0, "model", mc.name)
