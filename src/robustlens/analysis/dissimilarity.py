@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
 import pandas as pd
@@ -131,7 +131,56 @@ def _summary(n: float, s: float, ss: float) -> tuple[float, float, float]:
     return mean, std, (std / math.sqrt(n) if n > 1 else math.nan)
 
 
-class LayerDissimilarity:
+class _LayerSums:
+    """Per-layer float64 sums ``[n, sum, sum of squares, n_undefined]`` (per channel or not):
+    the state both dissimilarity reducers keep, add, merge and checkpoint."""
+
+    def __init__(self, metric: DissimilarityMetric = "pearson") -> None:
+        _check_metric(metric)
+        self.metric = metric
+        self._order: list[str] = []
+        self._stats: dict[str, torch.Tensor] = {}
+
+    @staticmethod
+    def _pairs(clean: Mapping[str, torch.Tensor], adversarial: Mapping[str, torch.Tensor]
+               ) -> Mapping[str, torch.Tensor]:
+        missing = [k for k in clean if k not in adversarial]
+        if missing:
+            raise RobustlensError(f"layers recorded on clean but not on adversarial images: "
+                                  f"{missing[:5]}")
+        return clean
+
+    @staticmethod
+    def _sums(d: torch.Tensor) -> torch.Tensor:
+        """Sums over images (dim 0) of the defined values of ``d``, shape ``d.shape[1:] + (4,)``."""
+        ok = ~torch.isnan(d)
+        dv = torch.where(ok, d, torch.zeros_like(d)).double()
+        return torch.stack([ok.sum(0).double(), dv.sum(0), (dv * dv).sum(0), (~ok).sum(0).double()],
+                           dim=-1).cpu()
+
+    def _add(self, layer: str, table: torch.Tensor) -> None:
+        if layer not in self._stats:
+            self._order.append(layer)
+            self._stats[layer] = torch.zeros_like(table, dtype=torch.float64)
+        elif self._stats[layer].shape != table.shape:
+            raise RobustlensError(f"layer {layer!r} has {self._stats[layer].shape[0]} channels "
+                                  f"here and {table.shape[0]} there.")
+        self._stats[layer] += table
+
+    def merge(self, other: Self) -> Self:
+        """Add ``other``'s sums into this reducer (in place) and return it."""
+        for layer in other._order:
+            self._add(layer, other._stats[layer])
+        return self
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {layer: self._stats[layer].clone() for layer in self._order}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self._order, self._stats = list(state), {k: v.clone().double() for k, v in state.items()}
+
+
+class LayerDissimilarity(_LayerSums):
     """Streaming mean and standard error of :func:`dissimilarity` per layer.
 
     Keeps, per layer, the count, sum and sum of squares (float64) of the defined values and
@@ -142,38 +191,11 @@ class LayerDissimilarity:
         metric: ``"pearson"`` (the S1 measure), ``"spearman"`` or ``"cosine"``.
     """
 
-    def __init__(self, metric: DissimilarityMetric = "pearson") -> None:
-        _check_metric(metric)
-        self.metric = metric
-        self._order: list[str] = []
-        self._stats: dict[str, torch.Tensor] = {}  # layer -> [n, sum, sumsq, n_undefined]
-
     def update(self, clean: Mapping[str, torch.Tensor],
                adversarial: Mapping[str, torch.Tensor]) -> None:
         """Add one batch: ``clean`` and ``adversarial`` map layer name -> (B, ...) activation."""
-        missing = [k for k in clean if k not in adversarial]
-        if missing:
-            raise RobustlensError(f"layers recorded on clean but not on adversarial images: "
-                                  f"{missing[:5]}")
-        for layer, a in clean.items():
-            d = dissimilarity(a, adversarial[layer], self.metric).cpu()
-            ok = ~torch.isnan(d)
-            dv = d[ok]
-            row = torch.tensor([float(ok.sum()), float(dv.sum()), float((dv * dv).sum()),
-                                float((~ok).sum())], dtype=torch.float64)
-            self._add(layer, row)
-
-    def _add(self, layer: str, row: torch.Tensor) -> None:
-        if layer not in self._stats:
-            self._order.append(layer)
-            self._stats[layer] = torch.zeros(4, dtype=torch.float64)
-        self._stats[layer] += row
-
-    def merge(self, other: LayerDissimilarity) -> LayerDissimilarity:
-        """Add ``other``'s sums into this reducer (in place) and return it."""
-        for layer in other._order:
-            self._add(layer, other._stats[layer])
-        return self
+        for layer, a in self._pairs(clean, adversarial).items():
+            self._add(layer, self._sums(dissimilarity(a, adversarial[layer], self.metric)))
 
     def result(self) -> pd.DataFrame:
         """One row per layer: ``layer, layer_index, n_images, mean, std, sem, n_undefined``."""
@@ -186,14 +208,8 @@ class LayerDissimilarity:
         return pd.DataFrame(rows, columns=["layer", "layer_index", "n_images", "mean", "std", "sem",
                                            "n_undefined"])
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {layer: self._stats[layer].clone() for layer in self._order}
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self._order, self._stats = list(state), {k: v.clone().double() for k, v in state.items()}
-
-
-class ChannelDissimilarity:
+class ChannelDissimilarity(_LayerSums):
     """Streaming mean and standard error of :func:`channel_dissimilarity` per layer x channel.
 
     Keeps, per layer, a (C, 4) float64 table: count, sum and sum of squares of the defined
@@ -204,43 +220,12 @@ class ChannelDissimilarity:
         metric: ``"pearson"``, ``"spearman"`` or ``"cosine"``.
     """
 
-    def __init__(self, metric: DissimilarityMetric = "pearson") -> None:
-        _check_metric(metric)
-        self.metric = metric
-        self._order: list[str] = []
-        self._stats: dict[str, torch.Tensor] = {}  # layer -> (C, 4)
-
     def update(self, clean: Mapping[str, torch.Tensor],
                adversarial: Mapping[str, torch.Tensor]) -> None:
         """Add one batch: ``clean`` and ``adversarial`` map layer name -> (B, C, ...)."""
-        missing = [k for k in clean if k not in adversarial]
-        if missing:
-            raise RobustlensError(f"layers recorded on clean but not on adversarial images: "
-                                  f"{missing[:5]}")
-        for layer, a in clean.items():
-            if a.ndim < 3:
-                continue
-            d = channel_dissimilarity(a, adversarial[layer], self.metric)  # (B, C)
-            ok = ~torch.isnan(d)
-            dv = torch.where(ok, d, torch.zeros_like(d))
-            table = torch.stack([ok.sum(0).double(), dv.sum(0), (dv * dv).sum(0),
-                                 (~ok).sum(0).double()], dim=1)
-            self._add(layer, table.cpu())
-
-    def _add(self, layer: str, table: torch.Tensor) -> None:
-        if layer not in self._stats:
-            self._order.append(layer)
-            self._stats[layer] = torch.zeros_like(table, dtype=torch.float64)
-        elif self._stats[layer].shape != table.shape:
-            raise RobustlensError(f"layer {layer!r} has {self._stats[layer].shape[0]} channels "
-                                  f"here and {table.shape[0]} there.")
-        self._stats[layer] += table
-
-    def merge(self, other: ChannelDissimilarity) -> ChannelDissimilarity:
-        """Add ``other``'s sums into this reducer (in place) and return it."""
-        for layer in other._order:
-            self._add(layer, other._stats[layer])
-        return self
+        for layer, a in self._pairs(clean, adversarial).items():
+            if a.ndim >= 3:
+                self._add(layer, self._sums(channel_dissimilarity(a, adversarial[layer], self.metric)))
 
     def result(self) -> pd.DataFrame:
         """One row per layer x channel: ``layer, layer_index, channel, n_images, mean, std,
@@ -253,9 +238,3 @@ class ChannelDissimilarity:
                              "mean": mean, "std": std, "sem": sem, "n_undefined": int(und)})
         return pd.DataFrame(rows, columns=["layer", "layer_index", "channel", "n_images", "mean",
                                            "std", "sem", "n_undefined"])
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {layer: self._stats[layer].clone() for layer in self._order}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self._order, self._stats = list(state), {k: v.clone().double() for k, v in state.items()}
