@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-__all__ = ["accuracy_vs_eps_figure", "dissimilarity_figure"]
+__all__ = ["accuracy_vs_eps_figure"]
 
 
 def accuracy_vs_eps_figure(accuracy: pd.DataFrame) -> Figure:
@@ -45,34 +45,3 @@ def accuracy_vs_eps_figure(accuracy: pd.DataFrame) -> Figure:
         ax.legend(fontsize=8)
     return fig
 
-
-def dissimilarity_figure(dissimilarity: pd.DataFrame, attack: str) -> Figure:
-    """Per-layer dissimilarity (1 - Pearson r), one panel per model, one line per eps.
-
-    Shaded bands are +- one standard error of the mean over images.
-
-    Args:
-        dissimilarity: rows ``model, attack, eps, layer, layer_index, mean, sem``.
-        attack: which attack's rows to draw.
-    """
-    df = dissimilarity[dissimilarity["attack"] == attack]
-    models = list(df["model"].unique())
-    n = max(len(models), 1)
-    fig = Figure(figsize=(5.0 * n, 3.8), layout="constrained")
-    axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
-    for ax, model in zip(axes, models, strict=False):
-        g = df[df["model"] == model]
-        for eps, ge in g.groupby("eps"):
-            ge = ge.sort_values("layer_index")
-            x, y = ge["layer_index"].to_numpy(), ge["mean"].to_numpy()
-            sem = np.nan_to_num(ge["sem"].to_numpy())
-            (line,) = ax.plot(x, y, marker=".", label=f"eps={eps:g}")
-            ax.fill_between(x, y - sem, y + sem, color=line.get_color(), alpha=0.2)
-        layers = g.drop_duplicates("layer_index").sort_values("layer_index")
-        ax.set_xticks(layers["layer_index"].to_numpy())
-        ax.set_xticklabels(layers["layer"].to_list(), rotation=70, fontsize=6)
-        ax.set_title(f"{model} ({attack})")
-        ax.set_ylabel("1 - Pearson r")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return fig

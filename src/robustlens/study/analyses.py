@@ -194,12 +194,13 @@ class DissimilarityAnalysis(StudyAnalysis):
 
     @classmethod
     def figures(cls, tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
-        from robustlens.report.figures import dissimilarity_figure
+        from robustlens.analysis.plots import plot_layer_dissimilarity
 
         df = tables.get("dissimilarity")
         if df is None or df.empty:
             return []
-        return [(f"Dissimilarity per layer under {attack}", dissimilarity_figure(df, attack))
+        return [(f"Dissimilarity per layer under {attack}",
+                 plot_layer_dissimilarity(df[df["attack"] == attack], hue="eps", panel="model"))
                 for attack in df["attack"].unique()]
 
     def state_dict(self) -> dict[str, Any]:
