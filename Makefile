@@ -6,7 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.robustlens-installed
 
-.PHONY: setup data demo test lint bench clean
+DOCS_VENV ?= .venv-docs
+
+.PHONY: setup data browser demo test lint docs bench clean
 
 setup: $(STAMP)
 
@@ -18,18 +20,31 @@ $(STAMP): pyproject.toml constraints.txt
 data:
 	@sh scripts/ensure-data.sh
 
+# headless Chromium for the report's browser test (Debian's `chromium`)
+browser:
+	@sh scripts/ensure-chromium.sh
+
 demo: setup data
 	$(BIN)/robustlens demo
 
-test: setup data
+test: setup data browser
 	$(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
+# the documentation site, in its own small venv (the docs tools need no torch)
+docs: $(DOCS_VENV)/.installed
+	$(DOCS_VENV)/bin/mkdocs build --strict --quiet --site-dir site
+
+$(DOCS_VENV)/.installed: docs/requirements.lock
+	@test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r docs/requirements.lock
+	@touch $@
+
 bench: setup data
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf runs site .pytest_cache .mypy_cache .ruff_cache
