@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robustlens.data.dataset import ImageDataset
+from robustlens.data.dataset import Dataset, ImageDataset
 from robustlens.data.digits import load_digits
 from robustlens.data.fashion_mnist import FASHION_MNIST_CLASSES, find_fashion_mnist, load_fashion_mnist
 from robustlens.data.subset import class_balanced_indices
@@ -13,6 +13,7 @@ from robustlens.errors import DataError, suggest
 __all__ = [
     "DATASETS",
     "FASHION_MNIST_CLASSES",
+    "Dataset",
     "ImageDataset",
     "class_balanced_indices",
     "find_fashion_mnist",

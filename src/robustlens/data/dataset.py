@@ -1,15 +1,51 @@
-"""An in-memory labelled image set."""
+"""Labelled image sets: the protocol the study runner reads, and the in-memory one."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 
 from robustlens.errors import DataError
 
-__all__ = ["ImageDataset"]
+__all__ = ["Dataset", "ImageDataset"]
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """What the study runner needs of a dataset.
+
+    Labels are known up front (for class-balanced subsets and sharding) while images may be
+    read lazily: :meth:`get_batch` decodes only the images asked for, so a study's memory
+    does not grow with the number of images. :class:`ImageDataset` holds everything in
+    memory; :class:`~robustlens.data.imagenet.ImageFolder` reads JPEGs on demand.
+    """
+
+    name: str
+
+    @property
+    def labels(self) -> torch.Tensor: ...  # int64 (N,)
+
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]: ...
+
+    def __len__(self) -> int: ...
+
+    def subset(self, indices: torch.Tensor) -> Dataset:
+        """The images at ``indices``, in that order (lazy datasets stay lazy)."""
+        ...
+
+    def get_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, C, H, W) float32 in [0, 1] and labels (B,) at ``indices``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -51,6 +87,10 @@ class ImageDataset:
     def subset(self, indices: torch.Tensor) -> ImageDataset:
         """The images at ``indices``, in that order."""
         return ImageDataset(self.images[indices], self.labels[indices], self.class_names, self.name)
+
+    def get_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels at ``indices``."""
+        return self.images[indices], self.labels[indices]
 
     def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Consecutive (images, labels) batches in dataset order."""
