@@ -22,11 +22,23 @@ __all__ = [
     "load_fashion_mnist",
 ]
 
-DATASETS = ("fashion_mnist", "digits")
+DATASETS = ("fashion_mnist", "digits", "imagenet")
 
 
-def load_dataset(name: str, split: str = "test", root: str | Path | None = None) -> ImageDataset:
-    """Load a dataset by name (``"fashion_mnist"`` or ``"digits"``) and split."""
+def load_dataset(name: str, split: str = "test", root: str | Path | None = None, *,
+                 resize: int = 256, crop: int = 224) -> Dataset:
+    """Load a dataset by name (``"fashion_mnist"``, ``"digits"`` or ``"imagenet"``) and split.
+
+    ``imagenet`` is an ImageNet-style folder tree at ``root`` (read lazily, resized so the
+    shorter side is ``resize``, then centre-cropped to ``crop``); see :mod:`robustlens.data.imagenet`.
+    """
+    if name == "imagenet":
+        from robustlens.data.imagenet import load_imagenet
+
+        if root is None:
+            raise DataError("the imagenet dataset needs a root folder: set [data].root (or --data-root) to "
+                            "the folder holding train/ and val/.")
+        return load_imagenet(root, split, resize=resize, crop=crop)
     if name == "fashion_mnist":
         return load_fashion_mnist(split, root)
     if name == "digits":

@@ -48,18 +48,30 @@ def _check_keys(table: Any, allowed: dict[str, type | tuple[type, ...]], where: 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which images a study attacks: a dataset split and a class-balanced subset."""
+    """Which images a study attacks: a dataset split, every ``ds_factor``-th image of it, and a
+    class-balanced subset of ``n_per_class`` per class (``None``: all).
+
+    ``resize`` and ``crop`` apply to ImageNet-style folders (shorter side, then centre crop).
+    """
 
     dataset: str = "fashion_mnist"
     split: str = "test"
     n_per_class: int | None = 50
     seed: int = 0
     root: str | None = None
+    ds_factor: int = 1
+    resize: int = 256
+    crop: int = 224
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One model of a study: exactly one of ``train``, ``checkpoint``, ``random``."""
+    """One model of a study: exactly one of ``train``, ``checkpoint`` (a robustlens checkpoint),
+    ``weights`` (a released weights file: torchvision, VOneNet, CORnet formats),
+    ``pretrained`` (weights shipped by a package) and ``random``.
+
+    ``allow_pickle`` lets ``weights`` be a full pickle (only for files you trust).
+    """
 
     name: str
     architecture: str
@@ -68,10 +80,17 @@ class ModelConfig:
     train: TrainConfig | None = None
     random: bool = False
     seed: int = 0
+    weights: str | None = None
+    pretrained: bool = False
+    allow_pickle: bool = False
 
     @property
     def source(self) -> str:
-        return "checkpoint" if self.checkpoint else "train" if self.train else "random"
+        if self.checkpoint:
+            return "checkpoint"
+        if self.weights:
+            return "weights"
+        return "train" if self.train else "pretrained" if self.pretrained else "random"
 
 
 @dataclass(frozen=True)
@@ -147,7 +166,8 @@ _ATTACK_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
 def _parse_model(table: Any, i: int) -> ModelConfig:
     where = f"[[models]] #{i + 1}"
     t = _check_keys(table, {"name": str, "architecture": str, "options": dict, "checkpoint": str,
-                            "train": dict, "random": bool, "seed": int}, where,
+                            "train": dict, "random": bool, "seed": int, "weights": str,
+                            "pretrained": bool, "allow_pickle": bool}, where,
                     required=("name", "architecture"))
     from robustlens.models import list_models, model_defaults
 
@@ -157,11 +177,21 @@ def _parse_model(table: Any, i: int) -> ModelConfig:
                           "Run `robustlens models` for the list.")
     options = t.get("options", {})
     _check_keys(options, {k: object for k in model_defaults(arch)}, f"{where}.options")
-    sources = [k for k in ("checkpoint", "train") if k in t] + (["random"] if t.get("random") else [])
+    if "weights" in options:
+        raise ConfigError(f"{where}: give a released weights file as the model's `weights = \"PATH\"` "
+                          "key, not inside options.")
+    sources = [k for k in ("checkpoint", "train", "weights") if k in t] + [
+        k for k in ("random", "pretrained") if t.get(k)]
     if len(sources) != 1:
         raise ConfigError(f"{where} ({t['name']!r}) needs exactly one of `train = {{...}}`, "
-                          f"`checkpoint = \"PATH\"` or `random = true`; received "
-                          f"{', '.join(sources) or 'none'}.")
+                          f"`checkpoint = \"PATH\"`, `weights = \"PATH\"`, `pretrained = true` or "
+                          f"`random = true`; received {', '.join(sources) or 'none'}.")
+    if "weights" in t and "weights" not in model_defaults(arch):
+        raise ConfigError(f"{where}: architecture {arch!r} takes no released weights file; use "
+                          "`checkpoint` (a robustlens checkpoint) or `train`.")
+    if t.get("pretrained") and model_defaults(arch).get("pretrained") is None:
+        raise ConfigError(f"{where}: architecture {arch!r} ships no pretrained weights; give "
+                          "`weights = \"PATH\"` or `checkpoint = \"PATH\"`.")
     train = None
     if "train" in t:
         tr = dict(_check_keys(t["train"], _TRAIN_KEYS, f"{where}.train"))
@@ -171,7 +201,8 @@ def _parse_model(table: Any, i: int) -> ModelConfig:
         train = TrainConfig(**tr, adversarial=adv)
     return ModelConfig(name=t["name"], architecture=arch, options=dict(options),
                        checkpoint=t.get("checkpoint"), train=train, random=bool(t.get("random")),
-                       seed=t.get("seed", 0))
+                       seed=t.get("seed", 0), weights=t.get("weights"),
+                       pretrained=bool(t.get("pretrained")), allow_pickle=bool(t.get("allow_pickle")))
 
 
 def _parse_attack(table: Any, i: int, model_names: list[str]) -> AttackConfig:
@@ -219,28 +250,36 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConf
     if study.get("expected_passes", 1) < 1:
         raise ConfigError(f"[study].expected_passes must be >= 1; received {study['expected_passes']}.")
     data = _check_keys(raw.get("data", {}), {"dataset": str, "split": str, "n_per_class": int,
-                                             "seed": int, "root": str}, "[data]")
+                                             "seed": int, "root": str, "ds_factor": int, "resize": int,
+                                             "crop": int}, "[data]")
     from robustlens.data import DATASETS
 
     if data.get("dataset", "fashion_mnist") not in DATASETS:
         name = data["dataset"]
         raise ConfigError(f"[data] unknown dataset {name!r}.{suggest(name, DATASETS)} "
                           f"Known: {', '.join(DATASETS)}.")
-    if data.get("n_per_class", 1) < 1:
-        raise ConfigError(f"[data].n_per_class must be >= 1; received {data['n_per_class']}.")
+    for key in ("n_per_class", "ds_factor", "resize", "crop"):
+        if data.get(key, 1) < 1:
+            raise ConfigError(f"[data].{key} must be >= 1; received {data[key]}.")
+    if data.get("crop", 224) > data.get("resize", 256):
+        raise ConfigError(f"[data].crop ({data['crop']}) must not exceed [data].resize "
+                          f"({data.get('resize', 256)}).")
+    if "n_per_class" not in data and data.get("ds_factor", 1) > 1:
+        data = {**data, "n_per_class": None}  # ds_factor alone picks the images
     base = base_dir or Path.cwd()
     if "root" in data:
-        data = {**data, "root": str((base / data["root"]).resolve())}
+        data = {**data, "root": str((base / Path(data["root"]).expanduser()).resolve())}
     models = tuple(_parse_model(m, i) for i, m in enumerate(raw["models"]))
     names = [m.name for m in models]
     if not models:
         raise ConfigError("the study config lists no [[models]].")
     if len(set(names)) != len(names):
         raise ConfigError(f"model names must be unique; received {names}.")
-    models = tuple(
-        m if m.checkpoint is None else ModelConfig(**{**m.__dict__, "checkpoint": str((base / m.checkpoint).resolve())})
-        for m in models
-    )
+    def resolve(path: str | None) -> str | None:
+        return None if path is None else str((base / Path(path).expanduser()).resolve())
+
+    models = tuple(ModelConfig(**{**m.__dict__, "checkpoint": resolve(m.checkpoint), "weights": resolve(m.weights)})
+                   for m in models)
     attacks = tuple(_parse_attack(a, i, names) for i, a in enumerate(raw.get("attacks", [])))
     if len({a.name for a in attacks}) != len(attacks):
         raise ConfigError(f"attack names must be unique; received {[a.name for a in attacks]}.")

@@ -86,7 +86,7 @@ def _config_dict(config: StudyConfig) -> dict[str, Any]:
                      "device": d["device"], "expected_passes": d["expected_passes"]},
            "data": d["data"], "models": [], "attacks": [], "analyses": d["analyses"]}
     for m in d["models"]:
-        m = {k: v for k, v in m.items() if not (k == "random" and not v)}
+        m = {k: v for k, v in m.items() if not (k in ("random", "pretrained", "allow_pickle") and not v)}
         out["models"].append(m)
     for a in d["attacks"]:
         out["attacks"].append({"name": a["name"], "type": a["type"], "eps": list(a["eps"]),
@@ -269,7 +269,10 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
     start = time.perf_counter()
     try:
         t0 = time.perf_counter()
-        full = load_dataset(config.data.dataset, config.data.split, config.data.root)
+        full = load_dataset(config.data.dataset, config.data.split, config.data.root,
+                            resize=config.data.resize, crop=config.data.crop)
+        if config.data.ds_factor > 1:  # VOneNet's DS_factor: every k-th image of the split
+            full = full.subset(torch.arange(0, len(full), config.data.ds_factor))
         if config.data.n_per_class is not None:
             full = full.subset(class_balanced_indices(full.labels, config.data.n_per_class,
                                                       config.data.seed, full.num_classes))
