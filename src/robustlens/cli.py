@@ -32,6 +32,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    "or ~/.cache/robustlens)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides the config's device")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--allow-pickle", action="store_true", help="trust pickled weight files named in "
+                   "the config (full unpickling can run code); only for files you trust")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,6 +98,10 @@ def _run_study(config_text: str, config_path: Path | None, args: argparse.Namesp
         config = parse_config(raw, base_dir=base)
     except TypeError as err:
         raise RobustlensError(f"invalid study config: {err}") from None
+    if args.allow_pickle:
+        from dataclasses import replace
+
+        config = replace(config, models=tuple(replace(m, allow_pickle=True) for m in config.models))
     out = args.out or Path("runs") / config.name
     result = run_study(config, out, cache_dir=args.cache_dir, progress=not args.quiet,
                        config_text=config_text, device=args.device)
