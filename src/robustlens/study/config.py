@@ -140,6 +140,7 @@ class StudyConfig:
     batch_size: int = 250
     device: str = "auto"
     expected_passes: int = 8
+    checkpoint_every: float = 60.0
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -246,7 +247,11 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConf
     _check_keys(raw, {"study": dict, "data": dict, "models": list, "attacks": list,
                       "analyses": dict}, "the study config", required=("models",))
     study = _check_keys(raw.get("study", {}), {"name": str, "seed": int, "batch_size": int,
-                                               "device": str, "expected_passes": int}, "[study]")
+                                               "device": str, "expected_passes": int,
+                                               "checkpoint_every": float}, "[study]")
+    if study.get("checkpoint_every", 0) < 0:
+        raise ConfigError(f"[study].checkpoint_every must be >= 0 seconds (0: after every batch); "
+                          f"received {study['checkpoint_every']}.")
     if study.get("expected_passes", 1) < 1:
         raise ConfigError(f"[study].expected_passes must be >= 1; received {study['expected_passes']}.")
     data = _check_keys(raw.get("data", {}), {"dataset": str, "split": str, "n_per_class": int,
@@ -300,7 +305,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConf
     return StudyConfig(
         name=study.get("name", "study"), data=DataConfig(**data), models=models, attacks=attacks,
         analyses={k: dict(v) for k, v in analyses.items()}, seed=study.get("seed", 0),
-        batch_size=batch_size, device=device, expected_passes=study.get("expected_passes", 8), raw=raw,
+        batch_size=batch_size, device=device, expected_passes=study.get("expected_passes", 8),
+        checkpoint_every=float(study.get("checkpoint_every", 60.0)), raw=raw,
     )
 
 

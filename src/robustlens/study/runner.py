@@ -83,7 +83,8 @@ def _config_dict(config: StudyConfig) -> dict[str, Any]:
     d = asdict(config)
     d.pop("raw")
     out = {"study": {"name": d["name"], "seed": d["seed"], "batch_size": d["batch_size"],
-                     "device": d["device"], "expected_passes": d["expected_passes"]},
+                     "device": d["device"], "expected_passes": d["expected_passes"],
+                     "checkpoint_every": d["checkpoint_every"]},
            "data": d["data"], "models": [], "attacks": [], "analyses": d["analyses"]}
     for m in d["models"]:
         m = {k: v for k, v in m.items() if not (k in ("random", "pretrained", "allow_pickle") and not v)}
