@@ -53,7 +53,8 @@ def record_paired(model: nn.Module, clean: torch.Tensor, adversarial: torch.Tens
 
     Args:
         model: any ``nn.Module`` (left in its current mode).
-        clean, adversarial: (B, ...) inputs of the same shape.
+        clean: (B, ...) clean inputs.
+        adversarial: (B, ...) adversarial inputs, the same shape as ``clean``.
         layers: as in :func:`record`.
         n_samples: noise samples to average, >= 1.
         seed: seed of the first sample.

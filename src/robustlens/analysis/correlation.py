@@ -36,8 +36,9 @@ def correlate(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, 
     """Pearson and Spearman correlation of paired values, with bootstrap intervals.
 
     Args:
-        x, y: (n,) paired values (e.g. per-class manifold dimension and robust accuracy);
-            pairs with a NaN on either side are dropped.
+        x: (n,) values (e.g. per-class manifold dimension); pairs with a NaN on either
+            side are dropped.
+        y: (n,) the paired values (e.g. per-class robust accuracy).
         n_bootstrap: resamples of the pairs (with replacement).
         confidence: level of the percentile intervals.
         seed: seed of the resampling (a private ``numpy`` generator).
@@ -75,9 +76,10 @@ def correlate_tables(left: pd.DataFrame, right: pd.DataFrame, x: str, y: str, *,
     """:func:`correlate` column ``x`` of ``left`` with column ``y`` of ``right`` per group.
 
     Args:
-        left, right: tidy tables, e.g. :meth:`ClassManifolds.result` rows and per-class
-            robust accuracy rows.
-        x, y: the value columns.
+        left: a tidy table, e.g. :meth:`ClassManifolds.result` rows.
+        right: a tidy table, e.g. per-class robust accuracy rows.
+        x: the value column of ``left``.
+        y: the value column of ``right``.
         on: columns identifying an item in both tables (default: ``class``).
         by: grouping columns; default: those of ``model``, ``layer``, ``attack``, ``eps``
             and ``threshold`` present in either table. Those present in both are merge keys

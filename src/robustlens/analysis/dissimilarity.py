@@ -92,7 +92,8 @@ def pearson_dissimilarity(clean: torch.Tensor, adversarial: torch.Tensor) -> tor
     """``1 - Pearson r`` between the flattened activations of each image.
 
     Args:
-        clean, adversarial: (B, ...) activations of the same layer.
+        clean: (B, ...) activations of a layer.
+        adversarial: (B, ...) activations of the same layer.
 
     Returns:
         (B,) float64; NaN where either activation is constant (r undefined).
@@ -106,9 +107,10 @@ def channel_dissimilarity(clean: torch.Tensor | np.ndarray,
     """``1 - r`` between the clean and adversarial maps of each image and channel.
 
     Args:
-        clean, adversarial: (B, C, ...) activations; each channel's positions are
-            flattened on their own (a (B, C) activation has one position per channel, so
-            r is undefined there: use :func:`dissimilarity`).
+        clean: (B, C, ...) activations; each channel's positions are flattened on their
+            own (a (B, C) activation has one position per channel, so r is undefined
+            there: use :func:`dissimilarity`).
+        adversarial: (B, C, ...) activations of the same shape.
         metric: ``"pearson"``, ``"spearman"`` or ``"cosine"``.
 
     Returns:

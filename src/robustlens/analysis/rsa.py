@@ -129,8 +129,8 @@ def rdm(acts: torch.Tensor | np.ndarray, metric: RDMMetric = "correlation", *,
     Args:
         acts: (n_stimuli, n_features) or (n_stimuli, ...) (flattened per stimulus).
         metric: ``"correlation"``, ``"euclidean"`` or ``"cosine"``.
-        descriptors, stimulus_descriptors: attached to the :class:`RDM` (the latter each of
-            length n_stimuli).
+        descriptors: attached to the :class:`RDM`.
+        stimulus_descriptors: attached to the :class:`RDM`, each of length n_stimuli.
 
     Returns:
         An :class:`RDM`.
@@ -237,7 +237,8 @@ def bootstrap_compare_rdms(a: RDM, b: RDM, method: CompareMethod = "spearman", *
     dissimilarity is 0 by construction, are left out), as in rsatoolbox.
 
     Args:
-        a, b: RDMs of the same stimuli.
+        a: an RDM.
+        b: an RDM of the same stimuli.
         method: as in :func:`compare_rdms`.
         n_bootstrap: resamples.
         confidence: level of the interval.

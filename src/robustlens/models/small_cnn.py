@@ -27,7 +27,8 @@ class SmallCNN(nn.Module):
         num_classes: number of logits.
         width: channels of the first block; the second has twice as many.
         hidden: units of the penultimate layer.
-        mean, std: input normalisation, per channel.
+        mean: input normalisation mean, per channel.
+        std: input normalisation standard deviation, per channel.
     """
 
     def __init__(

@@ -127,8 +127,10 @@ class VOneBlock(nn.Module):
         noise_scale: s (counts per activation unit for "neuronal", s.d. for "gaussian").
         noise_level: l, spontaneous-activity offset of the neuronal noise (counts).
         gabor_seed: seed of :func:`sample_gabor_parameters`.
-        sf_corr, sf_max, sf_min, rand_param: see :func:`sample_gabor_parameters`
-            (frequencies in cycles/degree).
+        sf_corr: see :func:`sample_gabor_parameters`.
+        sf_max: see :func:`sample_gabor_parameters` (cycles/degree).
+        sf_min: see :func:`sample_gabor_parameters` (cycles/degree).
+        rand_param: see :func:`sample_gabor_parameters`.
         color_seed: seed of the private ``torch.Generator`` that assigns input channels:
             N draws for q0, then N for q1 (``color_seed=s`` reproduces a reference model
             built right after ``torch.manual_seed(s)``).

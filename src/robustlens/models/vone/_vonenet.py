@@ -38,7 +38,8 @@ class VOneNet(nn.Sequential):
         model: the back-end, taking ``bottleneck_channels`` channels.
         bottleneck_channels: output channels of the 1x1 bottleneck (64 for the standard
             back-ends, the width their stem produced).
-        mean, std: input normalisation (0.5 / 0.5 maps pixels to [-1, 1]).
+        mean: input normalisation mean (0.5 with std 0.5 maps pixels to [-1, 1]).
+        std: input normalisation standard deviation.
         arch: architecture id kept as metadata (``arch_params["arch"]``).
     """
 
