@@ -123,7 +123,8 @@ def plot_rdm_similarity(table: pd.DataFrame, *, row_label: str = "layer (model A
     Args:
         table: :func:`compare_rdm_sets` rows (``row, row_index, column, column_index,
             similarity``).
-        row_label, column_label: axis labels.
+        row_label: label of the rows' axis.
+        column_label: label of the columns' axis.
         method: the comparison method, for the colour bar.
         title: the figure title.
     """
@@ -184,7 +185,8 @@ def plot_layer_sensitivity(table: pd.DataFrame, *, hue: str = "eps",
     Args:
         table: :meth:`ChannelSensitivity.layer_result` rows with ``eps`` and ``model``
             columns.
-        hue, panel: the line and panel columns.
+        hue: the column drawn as one line per value.
+        panel: the column drawn as one panel per value.
     """
     return plot_layer_dissimilarity(table, value="sensitivity", error="sem", hue=hue,
                                     panel=panel, ylabel="sensitivity (mean |change|)")
@@ -197,7 +199,8 @@ def plot_manifold_accuracy(table: pd.DataFrame, *, x: str = "dimension", y: str 
 
     Args:
         table: one row per class (and model): columns ``x``, ``y`` and ``hue``.
-        x, y: the axes' columns.
+        x: the column on the horizontal axis.
+        y: the column on the vertical axis.
         hue: one colour (and least-squares line) per value of this column.
         correlations: optional :func:`correlate_tables` rows (``hue`` and ``method``
             columns); the Spearman rho and its interval go into the legend.
@@ -279,9 +282,9 @@ def plot_pca_images(clean: torch.Tensor | Sequence[torch.Tensor],
     """Study S1: PCA images of activations, clean next to adversarial, one row each.
 
     Args:
-        clean, adversarial: (B, 3 or 1, H, W) images in [0, 1] from :func:`pca_images`, or
-            sequences of (3 or 1, H, W) images (rows may then differ in size, e.g. one row
-            per layer).
+        clean: (B, 3 or 1, H, W) images in [0, 1] from :func:`pca_images`, or sequences of
+            (3 or 1, H, W) images (rows may then differ in size, e.g. one row per layer).
+        adversarial: the adversarial counterparts, in the same form as ``clean``.
         row_labels: one label per row (e.g. the model or layer).
         inputs: optional (clean, adversarial) input images, (B, C, H, W) in [0, 1] with
             C = 1 or 3, shown in two extra columns on the left.

@@ -123,7 +123,8 @@ def neuron(address: str | ChannelRef, y: int | None = None, x: int | None = None
 
     Args:
         address: the channel.
-        y, x: row and column in the activation map, in map positions (not pixels).
+        y: row in the activation map, in map positions (not pixels).
+        x: column in the activation map, in map positions (not pixels).
     """
     ref = parse_unit(address)
 

@@ -130,9 +130,12 @@ def vone_fmnist_cnn(
 
     Args:
         num_classes: logits.
-        simple_channels, complex_channels: V1 channels.
+        simple_channels: V1 simple-cell channels.
+        complex_channels: V1 complex-cell channels.
         k_exc: block gain.
-        noise_mode, noise_scale, noise_level: stochasticity (see :class:`VOneBlock`).
+        noise_mode: stochasticity (see :class:`VOneBlock`).
+        noise_scale: see :class:`VOneBlock`.
+        noise_level: see :class:`VOneBlock`.
         gabor_seed: seed of the Gabor parameters.
         color_seed: seed of the (trivial, single-channel) channel assignment.
         bottleneck_channels: output of the 1x1 bottleneck (16 = fmnist_cnn's first stage).
