@@ -1,4 +1,5 @@
-"""Datasets: Fashion-MNIST (IDX files), scikit-learn's digits, balanced subsets."""
+"""Datasets: Fashion-MNIST (IDX files), scikit-learn's digits, ImageNet-style folders, synthetic images,
+balanced subsets."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 from robustlens.data.dataset import Dataset, ImageDataset
 from robustlens.data.digits import load_digits
 from robustlens.data.fashion_mnist import FASHION_MNIST_CLASSES, find_fashion_mnist, load_fashion_mnist
+from robustlens.data.imagenet import ImageFolder, imagenet_wnids, load_imagenet
 from robustlens.data.subset import class_balanced_indices
+from robustlens.data.synthetic import SyntheticImages
 from robustlens.errors import DataError, suggest
 
 __all__ = [
@@ -15,11 +18,15 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "Dataset",
     "ImageDataset",
+    "ImageFolder",
+    "SyntheticImages",
     "class_balanced_indices",
     "find_fashion_mnist",
+    "imagenet_wnids",
     "load_dataset",
     "load_digits",
     "load_fashion_mnist",
+    "load_imagenet",
 ]
 
 DATASETS = ("fashion_mnist", "digits", "imagenet")
@@ -33,8 +40,6 @@ def load_dataset(name: str, split: str = "test", root: str | Path | None = None,
     shorter side is ``resize``, then centre-cropped to ``crop``); see :mod:`robustlens.data.imagenet`.
     """
     if name == "imagenet":
-        from robustlens.data.imagenet import load_imagenet
-
         if root is None:
             raise DataError("the imagenet dataset needs a root folder: set [data].root (or --data-root) to "
                             "the folder holding train/ and val/.")
