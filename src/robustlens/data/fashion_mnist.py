@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,8 @@ import torch
 from robustlens.data.dataset import ImageDataset
 from robustlens.errors import DataError
 
-__all__ = ["FASHION_MNIST_CLASSES", "DEBIAN_ROOT", "find_fashion_mnist", "load_fashion_mnist",
-           "read_idx"]
+__all__ = ["FASHION_MNIST_CLASSES", "DEBIAN_ROOT", "check_idx_file", "fashion_mnist_files",
+           "find_fashion_mnist", "load_fashion_mnist", "read_idx"]
 
 DEBIAN_ROOT = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -33,25 +34,81 @@ _HOW_TO_GET = ("Install it with `sudo apt-get install dataset-fashion-mnist` (De
 _IDX_DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+def _fix_hint(path: Path) -> str:
+    if path.is_relative_to(DEBIAN_ROOT):
+        return "Reinstall it with `sudo apt-get install --reinstall dataset-fashion-mnist`."
+    return "Download the file again (or point --data-root at an intact copy)."
+
+
+def _parse_idx_header(head: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
+    """``(dtype, shape, header length)`` from an IDX file's first bytes."""
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+        raise DataError(f"{path} is not an IDX file: expected the magic bytes 00 00 <type> <ndim>, found "
+                        f"{head[:4].hex(' ') or 'an empty file'}. {_fix_hint(path)}")
+    ndim = head[3]
+    offset = 4 + 4 * ndim
+    if len(head) < offset:
+        raise DataError(f"{path} is truncated: its IDX header needs {offset} bytes, found {len(head)}. "
+                        + _fix_hint(path))
+    dims = tuple(int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.dtype(_IDX_DTYPES[head[2]]), dims, offset
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped) into a numpy array."""
+    """Read an IDX file (optionally gzipped) into a numpy array.
+
+    Raises:
+        DataError: the file is unreadable, not gzip (for ``.gz``), truncated, not IDX, or
+            holds a different number of bytes than its header says.
+    """
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as err:
-        raise DataError(f"cannot read IDX file {path}: {err}") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise DataError(f"{path} is not an IDX file (bad magic number).")
-    ndim = data[3]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
-    offset = 4 + 4 * ndim
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"cannot read IDX file {path}: it is truncated or corrupt "
+                        f"({type(err).__name__}: {err}). {_fix_hint(path)}") from None
+    dtype, dims, offset = _parse_idx_header(data[:4 + 4 * 255], path)
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(data) - offset != expected:
         raise DataError(f"{path} is truncated or corrupt: expected {expected} data bytes for shape "
-                        f"{tuple(dims)}, found {len(data) - offset}.")
+                        f"{dims}, found {len(data) - offset}. {_fix_hint(path)}")
     return np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims)
+
+
+def check_idx_file(path: Path) -> tuple[int, ...]:
+    """Cheaply check an IDX file (optionally gzipped) without decompressing all of it.
+
+    Reads the header; for ``.gz`` compares the gzip trailer's uncompressed size with the
+    size the header implies (a truncated download fails this), otherwise the file size.
+
+    Returns:
+        The array shape the header announces.
+
+    Raises:
+        DataError: unreadable, not gzip, not IDX, or of the wrong size.
+    """
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                head = f.read(4 + 4 * 4)
+            with path.open("rb") as raw:
+                raw.seek(-4, os.SEEK_END)
+                actual = int.from_bytes(raw.read(4), "little")  # ISIZE: length mod 2**32
+        else:
+            with path.open("rb") as f:
+                head = f.read(4 + 4 * 4)
+            actual = path.stat().st_size
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"cannot read IDX file {path}: it is truncated or corrupt "
+                        f"({type(err).__name__}: {err}). {_fix_hint(path)}") from None
+    dtype, dims, offset = _parse_idx_header(head, path)
+    expected = offset + int(np.prod(dims)) * dtype.itemsize
+    if actual != (expected % 2**32 if path.suffix == ".gz" else expected):
+        raise DataError(f"{path} is truncated or corrupt: its header announces shape {dims} "
+                        f"({expected} bytes), but the file holds {actual} bytes"
+                        f"{' once decompressed' if path.suffix == '.gz' else ''}. {_fix_hint(path)}")
+    return dims
 
 
 def _candidates(root: Path) -> list[Path]:
@@ -82,22 +139,37 @@ def find_fashion_mnist(root: str | Path | None = None) -> Path:
     raise DataError(f"Fashion-MNIST not found in {where}. {_HOW_TO_GET}")
 
 
+def fashion_mnist_files(split: str = "test", root: str | Path | None = None) -> tuple[Path, Path]:
+    """The (images, labels) IDX files of a split (see the module docstring for the search).
+
+    Raises:
+        DataError: unknown split, or the files are not found.
+    """
+    if split not in _FILES:
+        raise DataError(f"split must be 'train' or 'test'; received {split!r}.")
+    folder = find_fashion_mnist(root)
+    images, labels = (_locate(folder, stem) for stem in _FILES[split])
+    assert images is not None and labels is not None  # find_fashion_mnist checked all four
+    return images, labels
+
+
 def load_fashion_mnist(split: str = "test", root: str | Path | None = None) -> ImageDataset:
     """Load a Fashion-MNIST split as float images in [0, 1], shape (N, 1, 28, 28).
 
     Args:
         split: ``"train"`` (60,000 images) or ``"test"`` (10,000 images).
         root: folder to look in instead of ``ROBUSTLENS_DATA`` / Debian's location.
+
+    Raises:
+        DataError: files missing, truncated or corrupt (the message names the file).
     """
-    if split not in _FILES:
-        raise DataError(f"split must be 'train' or 'test'; received {split!r}.")
-    folder = find_fashion_mnist(root)
-    image_stem, label_stem = _FILES[split]
-    images = read_idx(_locate(folder, image_stem))  # type: ignore[arg-type]
-    labels = read_idx(_locate(folder, label_stem))  # type: ignore[arg-type]
+    image_file, label_file = fashion_mnist_files(split, root)
+    images = read_idx(image_file)
+    labels = read_idx(label_file)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.shape != (images.shape[0],):
-        raise DataError(f"unexpected Fashion-MNIST shapes in {folder}: images {images.shape}, "
-                        f"labels {labels.shape}.")
+        raise DataError(f"unexpected Fashion-MNIST shapes: images {images.shape} in {image_file}, "
+                        f"labels {labels.shape} in {label_file}; expected (N, 28, 28) and (N,). "
+                        + _fix_hint(image_file))
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     y = torch.from_numpy(labels.astype(np.int64))
     return ImageDataset(x, y, FASHION_MNIST_CLASSES, f"fashion_mnist/{split}")

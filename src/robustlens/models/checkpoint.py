@@ -19,8 +19,12 @@ from torch import nn
 
 from robustlens.errors import CheckpointError
 from robustlens.models._registry import create_model, list_models
+from robustlens.models._weights import check_safetensors_header
 
-__all__ = ["checkpoint_paths", "load_checkpoint", "load_state_dict_checked", "save_checkpoint"]
+__all__ = ["check_checkpoint", "checkpoint_paths", "load_checkpoint", "load_state_dict_checked",
+           "save_checkpoint"]
+
+_RESTORE = "Restore the file from a backup or train the model again (`robustlens train`)."
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
@@ -70,11 +74,37 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if not meta.is_file():
         raise CheckpointError(f"checkpoint metadata not found: {meta} (expected beside {weights.name}).")
     try:
-        record = json.loads(meta.read_text())
+        record = json.loads(meta.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise CheckpointError(f"cannot read checkpoint metadata {meta} ({err.strerror or err}); "
+                              "check its permissions.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"checkpoint metadata {meta} is not valid JSON ({err}).") from None
-    if not isinstance(record, dict) or "architecture" not in record:
-        raise CheckpointError(f"checkpoint metadata {meta} has no 'architecture' entry.")
+        raise CheckpointError(f"checkpoint metadata {meta} is truncated or not valid JSON ({err}). "
+                              + _RESTORE) from None
+    if not isinstance(record, dict) or not isinstance(record.get("architecture"), str):
+        raise CheckpointError(f"checkpoint metadata {meta} has no 'architecture' entry (expected a JSON "
+                              "object written by save_checkpoint). " + _RESTORE)
+    if not isinstance(record.get("options", {}), dict):
+        raise CheckpointError(f"checkpoint metadata {meta}: 'options' must be a JSON object; found "
+                              f"{type(record['options']).__name__}. " + _RESTORE)
+    return record
+
+
+def check_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Cheaply check a checkpoint without loading its tensors or building its model.
+
+    Both files must exist; the JSON must parse and name an architecture; the safetensors
+    header must parse and account for the file's exact length (which catches truncation).
+
+    Returns:
+        The checkpoint's metadata.
+
+    Raises:
+        CheckpointError: a missing, unreadable, truncated or corrupt file.
+    """
+    record = read_metadata(path)
+    weights, _ = checkpoint_paths(path)
+    check_safetensors_header(weights, advice=_RESTORE)
     return record
 
 
@@ -117,7 +147,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     try:
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(f"checkpoint {weights} is corrupt or not a safetensors file ({err}).") from None
+        raise CheckpointError(f"checkpoint {weights} is truncated, corrupt or not a safetensors file ({err}). "
+                              + _RESTORE) from None
     load_state_dict_checked(model, state, f"checkpoint {weights}")
     model.eval()
     return model, record

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlens.models._registry import ModelInfo, register_model
-from robustlens.models._weights import extract_state_dict, read_weights_file, strip_prefix
+from robustlens.models._weights import check_weights_file, extract_state_dict, read_weights_file, strip_prefix
 from robustlens.models.checkpoint import load_state_dict_checked
 from robustlens.models.normalize import Normalize
 
@@ -185,8 +185,8 @@ def cornet_s(weights: str | None = None, num_classes: int = 1000) -> nn.Module:
         weights: optional local path of ``cornet_s-1d3f7974.pth`` (or a compatible state dict).
         num_classes: logits (1000 for the released weights).
     """
-    if weights is not None and not Path(weights).expanduser().is_file():
-        read_weights_file(weights, how_to_get=CORNET_S_URL_HINT)  # raises "not found" early
+    if weights is not None:
+        check_weights_file(weights, how_to_get=CORNET_S_URL_HINT)  # a bad path fails before building
     model = nn.Sequential(OrderedDict([
         ("normalize", Normalize(IMAGENET_MEAN, IMAGENET_STD)),
         ("V1", _v1_stem()),

@@ -21,7 +21,7 @@ from torch import nn
 from robustlens.errors import CheckpointError, RobustlensError
 from robustlens.models._efficientnet_lite import EfficientNetLite
 from robustlens.models._registry import ModelInfo, register_model
-from robustlens.models._weights import extract_state_dict, read_weights_file, strip_prefix
+from robustlens.models._weights import check_weights_file, extract_state_dict, read_weights_file, strip_prefix
 from robustlens.models.checkpoint import load_state_dict_checked
 from robustlens.models.cornet import IMAGENET_MEAN, IMAGENET_STD
 from robustlens.models.normalize import Normalize
@@ -104,8 +104,8 @@ def load_torchvision_weights(model: ImageNetClassifier, path: str | Path, *,
 
 
 def _torchvision(name: str, weights: str | None, num_classes: int) -> nn.Module:
-    if weights is not None and not Path(weights).expanduser().is_file():
-        read_weights_file(weights, how_to_get=_TORCHVISION_HINT)  # raises "not found" early
+    if weights is not None:
+        check_weights_file(weights, how_to_get=_TORCHVISION_HINT)  # a bad path fails before building
     net = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
     model = ImageNetClassifier(no_inplace(net), IMAGENET_MEAN, IMAGENET_STD)
     if weights is not None:

@@ -1,4 +1,10 @@
-"""Getting a study's models: load a checkpoint, train (or reuse a cached training), or random."""
+"""Getting a study's models: a robustlens checkpoint, a released weights file (torchvision,
+VOneNet, CORnet formats), weights shipped by a package, a training (or its cached result), or
+random initial weights.
+
+Released weights files load safely (``torch.load(weights_only=True)`` or safetensors); a file
+that needs full unpickling is refused unless its model says ``allow_pickle = true``.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +20,20 @@ import torch
 from torch import nn
 
 from robustlens.data import load_dataset
-from robustlens.errors import CheckpointError
-from robustlens.models import create_model, load_checkpoint, save_checkpoint
+from robustlens.errors import CheckpointError, ConfigError
+from robustlens.models import (
+    VOneNet,
+    create_model,
+    load_checkpoint,
+    load_vonenet,
+    model_defaults,
+    model_info,
+    save_checkpoint,
+)
+from robustlens.models._weights import UnsafePickleError, check_weights_file
 from robustlens.models.checkpoint import checkpoint_paths
+from robustlens.models.cornet import CORblockS, load_cornet_s
+from robustlens.models.zoo import ImageNetClassifier, efficientnet_lite0_weights_path, load_torchvision_weights
 from robustlens.study.config import DataConfig, ModelConfig
 from robustlens.training import evaluate_accuracy, train_model
 
@@ -41,16 +58,93 @@ def build_seeded(architecture: str, options: dict[str, Any], seed: int) -> nn.Mo
         return create_model(architecture, **options)
 
 
+def _scratch_options(mc: ModelConfig) -> dict[str, Any]:
+    """``mc.options`` for a build without loaded weights: an architecture whose packaged weights
+    load by default (``pretrained = True``) starts untrained unless its options ask for them."""
+    options = dict(mc.options)
+    if "pretrained" in model_defaults(mc.architecture) and "pretrained" not in options:
+        options["pretrained"] = False
+    return options
+
+
+def _packaged_weights_path(architecture: str) -> str | None:
+    return str(efficientnet_lite0_weights_path()) if architecture == "efficientnet_lite0" else None
+
+
+def _load_released(mc: ModelConfig) -> tuple[nn.Module, dict[str, Any]]:
+    """Build ``mc``'s architecture and load its released weights file with the loader of its
+    family (VOneNet, torchvision-style ImageNet classifier, CORnet-S)."""
+    assert mc.weights is not None
+    arch = mc.architecture
+    defaults = model_defaults(arch)
+    if "weights" not in defaults:
+        raise ConfigError(f"model {mc.name!r}: architecture {arch!r} takes no released weights file; "
+                          "use `checkpoint` (a robustlens checkpoint) or `train`.")
+    check_weights_file(mc.weights)  # a missing or broken file fails before anything is built
+    options = {**_scratch_options(mc), "weights": None}
+    with torch.device("meta"):  # the module types tell the family; no memory, no initialisation
+        skeleton = create_model(arch, **options)
+    if isinstance(skeleton, VOneNet):
+        merged = {**defaults, **mc.options}
+        del merged["weights"]
+        vone = load_vonenet(mc.weights, arch=model_info(arch).extra["arch"], allow_pickle=mc.allow_pickle,
+                            **merged)
+        params = vone.gabor_params
+        return vone, {"gabor_verified": params.get("verified"), "sf_max_detected": params.get("sf_max_detected")}
+    if isinstance(skeleton, ImageNetClassifier):
+        model = build_seeded(arch, options, mc.seed)
+        assert isinstance(model, ImageNetClassifier)
+        load_torchvision_weights(model, mc.weights, allow_pickle=mc.allow_pickle)
+        return model, {}
+    if any(isinstance(m, CORblockS) for m in skeleton.modules()):
+        model = build_seeded(arch, options, mc.seed)
+        load_cornet_s(model, mc.weights, allow_pickle=mc.allow_pickle)
+        return model, {}
+    if mc.allow_pickle:
+        raise ConfigError(f"model {mc.name!r}: allow_pickle is not supported for architecture {arch!r} "
+                          "(its weights load only through the safe loader); convert the file to a plain "
+                          "state dict or safetensors and drop allow_pickle.")
+    return create_model(arch, **{**mc.options, "weights": mc.weights}), {}
+
+
 def _training_key(mc: ModelConfig, data: DataConfig) -> str:
     assert mc.train is not None
-    spec = {"architecture": mc.architecture, "options": mc.options, "seed": mc.seed,
+    spec = {"architecture": mc.architecture, "options": _scratch_options(mc), "seed": mc.seed,
             "train": asdict(mc.train), "dataset": data.dataset, "format": 1}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def obtain_model(mc: ModelConfig, data: DataConfig, *, cache_dir: Path, device: torch.device,
                  progress: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """Return ``mc``'s model (eval mode, on ``device``) and facts about where it came from."""
+    """Return ``mc``'s model (eval mode, on ``device``) and facts about where it came from.
+
+    The facts always hold ``source`` (``"checkpoint"``, ``"weights"``, ``"pretrained"``,
+    ``"random"``, ``"cache"`` or ``"trained"``) and, where a file was read or written, ``path``.
+
+    Raises:
+        CheckpointError: a missing, corrupt or mismatching file, or a weights file that needs
+            full unpickling while ``mc.allow_pickle`` is false (the message says how to opt in).
+        ConfigError: contradictory settings (``random`` with ``options.pretrained = true``).
+    """
+    if mc.weights is not None:
+        try:
+            model, extra = _load_released(mc)
+        except UnsafePickleError as err:
+            what = f" (e.g. {err.global_name})" if err.global_name else ""
+            raise CheckpointError(
+                f"model {mc.name!r}: the weights file {err.path} holds Python objects besides tensors{what}, "
+                "and unpickling it could run arbitrary code, so robustlens refused it. Only if you trust "
+                "this file, set `allow_pickle = true` for this model in the study config (or pass "
+                "--allow-pickle on the command line); otherwise convert it to a plain state dict or "
+                "safetensors."
+            ) from None
+        except CheckpointError as err:
+            raise CheckpointError(f"model {mc.name!r}: {err}") from None
+        return model.to(device).eval(), {"source": "weights", "path": mc.weights, **extra}
+    if mc.pretrained:
+        model = create_model(mc.architecture, **{**mc.options, "pretrained": True})
+        return model.to(device).eval(), {"source": "pretrained",
+                                         "path": _packaged_weights_path(mc.architecture)}
     if mc.checkpoint is not None:
         model, meta = load_checkpoint(mc.checkpoint)
         if meta["architecture"] != mc.architecture:
@@ -60,7 +154,10 @@ def obtain_model(mc: ModelConfig, data: DataConfig, *, cache_dir: Path, device: 
                 "clean_test_accuracy": meta.get("clean_test_accuracy")}
         return model.to(device).eval(), info
     if mc.random:
-        model = build_seeded(mc.architecture, mc.options, mc.seed)
+        if mc.options.get("pretrained"):
+            raise ConfigError(f"model {mc.name!r}: `random = true` contradicts options.pretrained = true; "
+                              "use `pretrained = true` for the packaged weights, or drop the option.")
+        model = build_seeded(mc.architecture, _scratch_options(mc), mc.seed)
         return model.to(device).eval(), {"source": "random", "seed": mc.seed}
     assert mc.train is not None
     path = cache_dir / "models" / f"{mc.architecture}-{_training_key(mc, data)}"
@@ -76,7 +173,7 @@ def obtain_model(mc: ModelConfig, data: DataConfig, *, cache_dir: Path, device: 
             log.warning("ignoring a broken cached model (%s); training again", err)
     train_set = load_dataset(data.dataset, "train", data.root)
     test_set = load_dataset(data.dataset, "test", data.root)
-    model = build_seeded(mc.architecture, mc.options, mc.seed)
+    model = build_seeded(mc.architecture, _scratch_options(mc), mc.seed)
     result = train_model(model, train_set, mc.train, device=device, progress=progress)
     accuracy = evaluate_accuracy(model.eval(), test_set, device=device)
     save_checkpoint(model, path, mc.architecture, mc.options, dataset=data.dataset,
