@@ -33,9 +33,9 @@ def _image_seed(seed: int, index: int) -> int:
 class SyntheticImages:
     """``n_images`` labelled images, each generated when asked for.
 
-    Image ``i`` of class ``c`` is a sinusoidal grating whose orientation, spatial frequency
-    and colour depend on ``c`` (phase drawn per image), plus Gaussian pixel noise (std 0.1),
-    clipped to [0, 1]: classes are distinguishable, images within a class differ.
+    Image ``i`` of class ``c`` is a mean colour plus a sinusoidal grating whose orientation and
+    spatial frequency depend on ``c`` (phase drawn per image), plus Gaussian pixel noise
+    (std 0.1), clipped to [0, 1]: classes are distinguishable, images within a class differ.
 
     Attributes:
         n_images: images in the full set (a :meth:`subset` views some of them).
@@ -111,9 +111,9 @@ class SyntheticImages:
         y = torch.linspace(0.0, 1.0, h).view(h, 1)
         x = torch.linspace(0.0, 1.0, w).view(1, w)
         grating = torch.sin(2 * math.pi * cycles * (x * math.cos(angle) + y * math.sin(angle)) + phase)
-        colour = torch.tensor([0.5 + 0.5 * math.cos(2 * math.pi * (label / self.num_classes + k / c))
+        colour = torch.tensor([0.5 + 0.2 * math.cos(2 * math.pi * (label / self.num_classes + k / c))
                                for k in range(c)]).view(c, 1, 1)
-        return (0.5 + 0.35 * colour * grating + noise).clamp_(0.0, 1.0)
+        return (colour + 0.25 * grating + noise).clamp_(0.0, 1.0)
 
     def get_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, C, H, W) float32 in [0, 1] and labels (B,) at ``indices``."""
