@@ -103,6 +103,9 @@ def test_devkit_ids_map_through_meta_mat(tmp_path: Path) -> None:
     assert _names(ds) == ["ILSVRC2012_val_00000002.JPEG", "ILSVRC2012_val_00000004.JPEG",
                           "ILSVRC2012_val_00000003.JPEG", "ILSVRC2012_val_00000001.JPEG"]
     assert ds.labels.tolist() == [0, 0, 1, 2]  # n01440764, n01443537, n01484850: classes 0, 1, 2
+    folders = load_imagenet(tmp_path, "val", classes="folders")
+    assert folders.files == ds.files and folders.class_names == ("n01440764", "n01443537", "n01484850")
+    assert folders.labels.tolist() == [0, 0, 1, 2]
 
 
 def test_kaggle_tree(tmp_path: Path) -> None:
