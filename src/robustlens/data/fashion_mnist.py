@@ -42,9 +42,11 @@ def _fix_hint(path: Path) -> str:
 
 def _parse_idx_header(head: bytes, path: Path) -> tuple[np.dtype, tuple[int, ...], int]:
     """``(dtype, shape, header length)`` from an IDX file's first bytes."""
+    if not head:
+        raise DataError(f"{path} is empty (no data once read); expected an IDX file. {_fix_hint(path)}")
     if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
         raise DataError(f"{path} is not an IDX file: expected the magic bytes 00 00 <type> <ndim>, found "
-                        f"{head[:4].hex(' ') or 'an empty file'}. {_fix_hint(path)}")
+                        f"{head[:4].hex(' ')}. {_fix_hint(path)}")
     ndim = head[3]
     offset = 4 + 4 * ndim
     if len(head) < offset:
@@ -88,26 +90,30 @@ def check_idx_file(path: Path) -> tuple[int, ...]:
     Raises:
         DataError: unreadable, not gzip, not IDX, or of the wrong size.
     """
+    gz = path.suffix == ".gz"
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                head = f.read(4 + 4 * 4)
+        size = path.stat().st_size
+        if size == 0:
+            raise DataError(f"{path} is empty (0 bytes); expected an IDX file. {_fix_hint(path)}")
+        if gz and size < 18:  # a gzip header (10 bytes) and trailer (8) at least
+            raise DataError(f"{path} is truncated: {size} bytes is too short for a gzip file. {_fix_hint(path)}")
+        with gzip.open(path, "rb") if gz else path.open("rb") as f:
+            head = f.read(4 + 4 * 4)
+        if gz:
             with path.open("rb") as raw:
                 raw.seek(-4, os.SEEK_END)
                 actual = int.from_bytes(raw.read(4), "little")  # ISIZE: length mod 2**32
         else:
-            with path.open("rb") as f:
-                head = f.read(4 + 4 * 4)
-            actual = path.stat().st_size
+            actual = size
     except (OSError, EOFError, zlib.error) as err:
         raise DataError(f"cannot read IDX file {path}: it is truncated or corrupt "
                         f"({type(err).__name__}: {err}). {_fix_hint(path)}") from None
     dtype, dims, offset = _parse_idx_header(head, path)
     expected = offset + int(np.prod(dims)) * dtype.itemsize
-    if actual != (expected % 2**32 if path.suffix == ".gz" else expected):
+    if actual != (expected % 2**32 if gz else expected):
         raise DataError(f"{path} is truncated or corrupt: its header announces shape {dims} "
                         f"({expected} bytes), but the file holds {actual} bytes"
-                        f"{' once decompressed' if path.suffix == '.gz' else ''}. {_fix_hint(path)}")
+                        f"{' once decompressed' if gz else ''}. {_fix_hint(path)}")
     return dims
 
 
