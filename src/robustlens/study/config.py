@@ -11,7 +11,7 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -19,6 +19,9 @@ from robustlens.attacks import FGSM, PGD, Attack, DeepFool, RandomNoise, Transfe
 from robustlens.attacks.presets import vonenet_pgd
 from robustlens.errors import ConfigError, RobustlensError, suggest
 from robustlens.training import AdversarialTraining, TrainConfig
+
+if TYPE_CHECKING:
+    from robustlens.study.photos import PhotosConfig
 
 __all__ = ["AttackConfig", "DataConfig", "ModelConfig", "StudyConfig", "load_config", "parse_config"]
 
@@ -142,6 +145,7 @@ class StudyConfig:
     expected_passes: int = 8
     checkpoint_every: float = 60.0
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    photos: PhotosConfig | None = None  # the optional [photos] table (robustlens.study.photos)
 
 
 _TRAIN_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -245,7 +249,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConf
     Relative checkpoint and data paths are resolved against ``base_dir``.
     """
     _check_keys(raw, {"study": dict, "data": dict, "models": list, "attacks": list,
-                      "analyses": dict}, "the study config", required=("models",))
+                      "analyses": dict, "photos": dict}, "the study config", required=("models",))
     study = _check_keys(raw.get("study", {}), {"name": str, "seed": int, "batch_size": int,
                                                "device": str, "expected_passes": int,
                                                "checkpoint_every": float}, "[study]")
@@ -302,11 +306,16 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConf
     device = study.get("device", "auto")
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
         raise ConfigError(f"[study].device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; received {device!r}.")
+    photos = None
+    if "photos" in raw:
+        from robustlens.study.photos import parse_photos
+
+        photos = parse_photos(raw["photos"], base)
     return StudyConfig(
         name=study.get("name", "study"), data=DataConfig(**data), models=models, attacks=attacks,
         analyses={k: dict(v) for k, v in analyses.items()}, seed=study.get("seed", 0),
         batch_size=batch_size, device=device, expected_passes=study.get("expected_passes", 8),
-        checkpoint_every=float(study.get("checkpoint_every", 60.0)), raw=raw,
+        checkpoint_every=float(study.get("checkpoint_every", 60.0)), raw=raw, photos=photos,
     )
 
 
