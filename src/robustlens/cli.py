@@ -32,6 +32,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    "or ~/.cache/robustlens)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides the config's device")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--fresh", action="store_true", help="discard the resume points of an earlier run in "
+                   "the run directory and start over (default: an interrupted run resumes)")
     p.add_argument("--allow-pickle", action="store_true", help="trust pickled weight files named in "
                    "the config (full unpickling can run code); only for files you trust")
 
@@ -104,7 +106,9 @@ def _run_study(config_text: str, config_path: Path | None, args: argparse.Namesp
         config = replace(config, models=tuple(replace(m, allow_pickle=True) for m in config.models))
     out = args.out or Path("runs") / config.name
     result = run_study(config, out, cache_dir=args.cache_dir, progress=not args.quiet,
-                       config_text=config_text, device=args.device)
+                       config_text=config_text, device=args.device, fresh=args.fresh)
+    if not result.tables:  # a torchrun worker other than rank 0: rank 0 reports
+        return 0
     _print_accuracy(result.tables)
     print(f"\nReport: {result.report.resolve()}")
     return 0
@@ -141,7 +145,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from robustlens.data import load_dataset
+    from robustlens.data import load_dataset, to_memory
     from robustlens.models import save_checkpoint
     from robustlens.study.models import build_seeded
     from robustlens.study.runner import resolve_device
@@ -152,8 +156,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
            if args.adversarial_eps else None)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          adversarial=adv)
-    train_set = load_dataset(args.dataset, "train", args.data_root)
-    test_set = load_dataset(args.dataset, "test", args.data_root)
+    train_set = to_memory(load_dataset(args.dataset, "train", args.data_root))
+    test_set = to_memory(load_dataset(args.dataset, "test", args.data_root))
     model = build_seeded(args.arch, {}, args.seed)
     result = train_model(model, train_set, config, device=device, progress=not args.quiet)
     accuracy = evaluate_accuracy(model.eval(), test_set, device=device)

@@ -20,10 +20,10 @@ def _trained_digits():
 
 def _feed(analyses, model, data, attacks):
     with eval_mode(model):
-        for x, y in data.batches(100):
+        for i, (x, y) in enumerate(data.batches(100)):
             with torch.no_grad():
                 logits = model(x)
-            clean = CleanBatch(x, y, logits, {})
+            clean = CleanBatch(x, y, logits, {}, index=i, offset=100 * i)
             for a in analyses:
                 a.update_clean(clean)
             for name, attack in attacks:

@@ -127,7 +127,24 @@ def test_corrupt_checkpoint_and_missing_data(tmp_path: Path, capsys: pytest.Capt
     code, err = _run_cli(["study", str(cfg), "--out", str(tmp_path / "run"), "--cache-dir",
                           str(tmp_path / "cache"), "--quiet"], capsys)
     assert code == 2 and "corrupt" in err and err.count("\n") == 1
-    # the first model finished before the second failed: its results stay on disk
+    assert not (tmp_path / "run").exists()  # found before any work started
+    # a problem that shows only when the second model loads: the first model finished before it
+    # failed, and its results stay on disk
+    from robustlens.errors import CheckpointError
+    from robustlens.study import runner
+
+    real = runner.obtain_model
+
+    def failing(mc, *args, **kwargs):
+        if mc.name != "trained":
+            raise CheckpointError("second model unreadable")
+        return real(mc, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "obtain_model", failing)
+    cfg = _write(tmp_path, "random = true")
+    code, err = _run_cli(["study", str(cfg), "--out", str(tmp_path / "run"), "--cache-dir",
+                          str(tmp_path / "cache"), "--quiet"], capsys)
+    assert code == 2 and "second model unreadable" in err and err.count("\n") == 1
     acc = pd.read_parquet(tmp_path / "run/results/accuracy.parquet")
     assert set(acc["model"]) == {"trained"}
     manifest = json.loads((tmp_path / "run/manifest.json").read_text())
@@ -135,7 +152,7 @@ def test_corrupt_checkpoint_and_missing_data(tmp_path: Path, capsys: pytest.Capt
 
     code, err = _run_cli(["demo", "--data-root", str(tmp_path / "nowhere"), "--out",
                           str(tmp_path / "demo"), "--quiet"], capsys)
-    assert code == 2 and "Fashion-MNIST not found" in err and "apt-get install" in err
+    assert code == 2 and "data root not found" in err and "apt-get install" in err
     code, err = _run_cli(["study", str(tmp_path / "absent.toml")], capsys)
     assert code == 2 and "not found" in err
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robustlens.data.dataset import Dataset, ImageDataset
+from robustlens.data.dataset import Dataset, ImageDataset, to_memory
 from robustlens.data.digits import load_digits
 from robustlens.data.fashion_mnist import FASHION_MNIST_CLASSES, find_fashion_mnist, load_fashion_mnist
 from robustlens.data.imagenet import ImageFolder, imagenet_wnids, load_imagenet
@@ -26,6 +26,7 @@ __all__ = [
     "load_dataset",
     "load_digits",
     "load_fashion_mnist",
+    "to_memory",
     "load_imagenet",
 ]
 

@@ -10,7 +10,7 @@ import torch
 
 from robustlens.errors import DataError
 
-__all__ = ["Dataset", "ImageDataset"]
+__all__ = ["Dataset", "ImageDataset", "to_memory"]
 
 
 @runtime_checkable
@@ -23,7 +23,8 @@ class Dataset(Protocol):
     memory; :class:`~robustlens.data.imagenet.ImageFolder` reads JPEGs on demand.
     """
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     @property
     def labels(self) -> torch.Tensor: ...  # int64 (N,)
@@ -96,3 +97,15 @@ class ImageDataset:
         """Consecutive (images, labels) batches in dataset order."""
         for start in range(0, len(self), batch_size):
             yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
+
+
+def to_memory(dataset: Dataset, batch_size: int = 1024) -> ImageDataset:
+    """All of ``dataset``'s images in memory (itself if it is an :class:`ImageDataset`)."""
+    if isinstance(dataset, ImageDataset):
+        return dataset
+    parts = [dataset.get_batch(torch.arange(i, min(i + batch_size, len(dataset))))
+             for i in range(0, len(dataset), batch_size)]
+    if not parts:
+        raise DataError(f"dataset {dataset.name!r} holds no images.")
+    return ImageDataset(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                        tuple(dataset.class_names), dataset.name)

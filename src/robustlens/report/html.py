@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from robustlens._io import atomic_write_text
+
 __all__ = ["ReportSection", "write_report"]
 
 _CSS = """
@@ -76,7 +78,5 @@ def write_report(path: Path, title: str, sections: list[ReportSection], config_t
     parts.append("<h2>Configuration</h2><pre>" + html.escape(config_text) + "</pre>")
     parts.append("<h2>Manifest</h2><pre>" + html.escape(json.dumps(manifest, indent=2, default=str))
                  + "</pre></body></html>")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(parts), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(parts))
     return path

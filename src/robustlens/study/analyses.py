@@ -12,7 +12,11 @@ At the end ``tables()`` returns named tidy DataFrames (the runner adds a ``model
 concatenates the models and saves each table as ``results/<table>.parquet``), and the class
 method ``figures(tables)`` turns the concatenated tables into titled matplotlib figures that
 the report shows. Analyses keep only running sums (streaming reducers), so their memory does
-not grow with the number of images; ``state_dict`` / ``load_state_dict`` expose those sums.
+not grow with the number of images; ``state_dict`` / ``load_state_dict`` expose those sums
+(tensors and plain containers only: the runner saves them as resume points and reads them
+back with ``torch.load(weights_only=True)``), and ``merge(other)`` adds another instance's
+sums (the runner merges the workers of a ``torchrun`` launch on rank 0). The result must not
+depend on how the batches were split between instances.
 
 In a study config an analysis is enabled by its table, its options being the table's keys::
 
@@ -39,7 +43,7 @@ from robustlens.analysis.dissimilarity import LayerDissimilarity
 from robustlens.attacks import AttackResult
 from robustlens.errors import ConfigError, suggest
 
-__all__ = ["ANALYSES", "AnalysisBatch", "CleanBatch", "StudyAnalysis", "register_analysis"]
+__all__ = ["ANALYSES", "AnalysisBatch", "CleanBatch", "StudyAnalysis", "merge_keyed", "register_analysis"]
 
 
 @dataclass(frozen=True)
@@ -51,12 +55,20 @@ class CleanBatch:
         labels: (B,) true classes.
         logits: (B, K) the model's outputs.
         activations: recorded layer name -> (B, ...) activation (empty if nothing recorded).
+        index: the batch's position in the study's data order (0 is the first batch).
+        offset: the position of the batch's first image in the study's data order.
+
+    Batches arrive in data order on one worker; with several workers (or a resumed run)
+    each worker sees every ``world_size``-th batch, so use ``index`` / ``offset`` rather
+    than counting batches.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     logits: torch.Tensor
     activations: Mapping[str, torch.Tensor]
+    index: int = 0
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -123,10 +135,29 @@ class StudyAnalysis:
         return []
 
     def state_dict(self) -> dict[str, Any]:
-        return {}
+        """The running sums (tensors and plain containers)."""
+        raise NotImplementedError(f"analysis {self.name!r} does not implement state_dict(), so a run "
+                                  "using it cannot be resumed or distributed")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore :meth:`state_dict`'s sums."""
+        raise NotImplementedError(f"analysis {self.name!r} does not implement load_state_dict()")
+
+    def merge(self, other: StudyAnalysis) -> None:
+        """Add ``other``'s sums (same analysis, same model, other batches) to this one."""
+        raise NotImplementedError(f"analysis {self.name!r} does not implement merge(), so it cannot run "
+                                  "under torchrun with several processes")
+
+
+def merge_keyed(mine: dict[Any, Any], theirs: dict[Any, Any]) -> None:
+    """Merge dicts of reducers (or of dicts of reducers) key by key; keys only in ``theirs`` are taken."""
+    for key, value in theirs.items():
+        if key not in mine:
+            mine[key] = value
+        elif isinstance(value, dict):
+            merge_keyed(mine[key], value)
+        else:
+            mine[key].merge(value)
 
 
 ANALYSES: dict[str, type[StudyAnalysis]] = {}
@@ -213,6 +244,10 @@ class DissimilarityAnalysis(StudyAnalysis):
             reducer = LayerDissimilarity()
             reducer.load_state_dict(value)
             self._reducers[(attack, float(eps))] = reducer
+
+    def merge(self, other: StudyAnalysis) -> None:
+        assert isinstance(other, DissimilarityAnalysis)
+        merge_keyed(self._reducers, other._reducers)
 
 
 # sensitivity, rsa, manifolds, pca_images, dissimilarity_channels; per_class, per_example, audit

@@ -48,7 +48,7 @@ from robustlens.analysis.manifolds import ClassManifolds
 from robustlens.analysis.rsa import RDM, ClassRDM, bootstrap_compare_rdms, compare_rdm_sets
 from robustlens.analysis.sensitivity import ChannelSensitivity, top_k_channels
 from robustlens.errors import ConfigError, RobustlensError
-from robustlens.study.analyses import AnalysisBatch, CleanBatch, StudyAnalysis, register_analysis
+from robustlens.study.analyses import AnalysisBatch, CleanBatch, StudyAnalysis, merge_keyed, register_analysis
 
 __all__ = ["ManifoldAnalysis", "RSAAnalysis", "SensitivityAnalysis"]
 
@@ -145,6 +145,10 @@ class _PerCondition(StudyAnalysis):
             for n, r in reducers.items():
                 r.load_state_dict(parts[n])
             self._reducers[_str_key(text)] = reducers
+
+    def merge(self, other: StudyAnalysis) -> None:
+        assert isinstance(other, type(self))
+        merge_keyed(self._reducers, other._reducers)
 
 
 @register_analysis
@@ -245,6 +249,18 @@ class RSAAnalysis(_PerCondition):
 
     def update_clean(self, batch: CleanBatch) -> None:
         self._clean.update(self._select(batch.activations), batch.labels)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"clean": self._clean.state_dict(), "adversarial": super().state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._clean.load_state_dict(state["clean"])
+        super().load_state_dict(state["adversarial"])
+
+    def merge(self, other: StudyAnalysis) -> None:
+        assert isinstance(other, RSAAnalysis)
+        self._clean.merge(other._clean)
+        super().merge(other)
 
     def update(self, batch: AnalysisBatch) -> None:
         if batch.eps != 0:
@@ -409,6 +425,12 @@ class ManifoldAnalysis(StudyAnalysis):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._manifolds.load_state_dict(state["manifolds"])
         self._counts = {_str_key(k): v.clone() for k, v in state["counts"].items()}
+
+    def merge(self, other: StudyAnalysis) -> None:
+        assert isinstance(other, ManifoldAnalysis)
+        self._manifolds.merge(other._manifolds)
+        for key, counts in other._counts.items():
+            self._counts[key] = self._counts[key] + counts if key in self._counts else counts.clone()
 
 
 from robustlens.study import analyses_extra_s1  # noqa: E402, F401  (registers the S1 plug-ins)

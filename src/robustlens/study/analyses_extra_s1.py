@@ -140,7 +140,7 @@ class PCAImagesAnalysis(StudyAnalysis):
         return kept
 
     def update_clean(self, batch: CleanBatch) -> None:
-        self._capturing = not self._clean  # only the first batch is kept
+        self._capturing = batch.index == 0  # only the study's first batch is kept
         if self._capturing:
             self._clean = self._keep(batch.images, dict(batch.activations))
 
@@ -200,3 +200,8 @@ class PCAImagesAnalysis(StudyAnalysis):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._clean = dict(state["clean"])
         self._adv = {_str_key(k): dict(v) for k, v in state["adversarial"].items()}
+
+    def merge(self, other: StudyAnalysis) -> None:
+        assert isinstance(other, PCAImagesAnalysis)
+        if not self._clean and other._clean:  # the first batch was the other worker's
+            self._clean, self._adv = dict(other._clean), dict(other._adv)

@@ -37,7 +37,7 @@ from robustlens.data.dataset import ImageDataset
 from robustlens.errors import ConfigError
 from robustlens.evaluation import AccuracyCounter
 from robustlens.evaluation.audit import audit_gradient_masking
-from robustlens.study.analyses import AnalysisBatch, CleanBatch, StudyAnalysis, register_analysis
+from robustlens.study.analyses import AnalysisBatch, CleanBatch, StudyAnalysis, merge_keyed, register_analysis
 
 __all__ = ["AuditAnalysis", "PerClassAnalysis", "PerExampleAnalysis"]
 
@@ -118,6 +118,10 @@ class PerClassAnalysis(StudyAnalysis):
         for key, value in state.items():
             self._counter(_key(key)).load_state_dict(value)
 
+    def merge(self, other: StudyAnalysis) -> None:
+        assert isinstance(other, PerClassAnalysis)
+        merge_keyed(self._counters, other._counters)
+
 
 _EXAMPLE_COLUMNS = ("example", "label", "clean_prediction", "prediction", "linf", "l2")
 
@@ -139,18 +143,12 @@ class PerExampleAnalysis(StudyAnalysis):
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  **options: Any) -> None:
         super().__init__(model_name, model, class_names, **options)
-        self._seen = 0
-        self._offset = 0
         self._rows: dict[Key, list[torch.Tensor]] = {}
-
-    def update_clean(self, batch: CleanBatch) -> None:
-        self._offset = self._seen
-        self._seen += int(batch.labels.shape[0])
 
     def update(self, batch: AnalysisBatch) -> None:
         y = batch.clean.labels
         delta = (batch.images - batch.clean.images).detach()
-        index = torch.arange(self._offset, self._offset + y.shape[0], device=y.device)
+        index = torch.arange(batch.clean.offset, batch.clean.offset + y.shape[0], device=y.device)
         row = torch.stack([index.double(), y.double(), batch.clean.logits.argmax(1).double(),
                            batch.logits.argmax(1).double(),
                            perturbation_norm(delta, "inf").double(),
@@ -160,7 +158,9 @@ class PerExampleAnalysis(StudyAnalysis):
     def tables(self) -> dict[str, pd.DataFrame]:
         frames = []
         for (attack, eps), rows in self._rows.items():
-            df = pd.DataFrame(torch.cat(rows).numpy(), columns=list(_EXAMPLE_COLUMNS))
+            table = torch.cat(rows)
+            table = table[table[:, 0].argsort(stable=True)]  # data order, however the batches came
+            df = pd.DataFrame(table.numpy(), columns=list(_EXAMPLE_COLUMNS))
             df.insert(2, "attack", attack)
             df.insert(3, "eps", eps)
             frames.append(df)
@@ -186,12 +186,15 @@ class PerExampleAnalysis(StudyAnalysis):
         return [(title, _accuracy_vs_eps_figure(acc, "model", title))]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seen": self._seen,
-                "rows": {f"{a}@{e!r}": torch.cat(r) for (a, e), r in self._rows.items()}}
+        return {"rows": {f"{a}@{e!r}": torch.cat(r) for (a, e), r in self._rows.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._seen = self._offset = int(state["seen"])
         self._rows = {_key(k): [v] for k, v in state["rows"].items()}
+
+    def merge(self, other: StudyAnalysis) -> None:
+        assert isinstance(other, PerExampleAnalysis)
+        for key, rows in other._rows.items():
+            self._rows.setdefault(key, []).extend(rows)
 
 
 @register_analysis
@@ -220,9 +223,10 @@ class AuditAnalysis(StudyAnalysis):
             raise ConfigError(f"[analyses.audit].eps must be a number >= 0 (0: the study's "
                               f"largest eps); received {o['eps']!r}.")
         self._attack(0.1)  # validates norm and the rest now
+        # the study's first n_images images (by position in the data order), with positions
         self._images: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
-        self._n = 0
+        self._positions: list[torch.Tensor] = []
         self._max_eps = 0.0
 
     def _attack(self, eps: float) -> Attack:
@@ -233,11 +237,16 @@ class AuditAnalysis(StudyAnalysis):
                    eot_samples=o["eot_samples"], seed=o["seed"])
 
     def update_clean(self, batch: CleanBatch) -> None:
-        room = self.options["n_images"] - self._n
+        room = self.options["n_images"] - batch.offset
         if room > 0:
             self._images.append(batch.images[:room].detach().cpu())
             self._labels.append(batch.labels[:room].detach().cpu())
-            self._n += min(room, int(batch.labels.shape[0]))
+            self._positions.append(torch.arange(batch.offset, batch.offset + len(self._labels[-1])))
+
+    def _kept(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        positions = torch.cat(self._positions)
+        order = positions.argsort()
+        return torch.cat(self._images)[order], torch.cat(self._labels)[order], positions[order]
 
     def update(self, batch: AnalysisBatch) -> None:
         if math.isfinite(batch.eps):
@@ -247,7 +256,8 @@ class AuditAnalysis(StudyAnalysis):
         if not self._images:
             return {}
         eps = float(self.options["eps"]) or self._max_eps or 8 / 255
-        data = ImageDataset(torch.cat(self._images), torch.cat(self._labels), self.class_names)
+        images, labels, _ = self._kept()
+        data = ImageDataset(images, labels, self.class_names)
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
         table = audit_gradient_masking(self.model, data, self._attack(eps),
                                        n_images=self.options["n_images"],
@@ -258,11 +268,18 @@ class AuditAnalysis(StudyAnalysis):
     def state_dict(self) -> dict[str, Any]:
         if not self._images:
             return {"max_eps": self._max_eps}
-        return {"images": torch.cat(self._images), "labels": torch.cat(self._labels),
-                "max_eps": self._max_eps}
+        images, labels, positions = self._kept()
+        return {"images": images, "labels": labels, "positions": positions, "max_eps": self._max_eps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._max_eps = float(state.get("max_eps", 0.0))
         self._images = [state["images"]] if "images" in state else []
         self._labels = [state["labels"]] if "labels" in state else []
-        self._n = int(self._labels[0].shape[0]) if self._labels else 0
+        self._positions = [state["positions"]] if "positions" in state else []
+
+    def merge(self, other: StudyAnalysis) -> None:
+        assert isinstance(other, AuditAnalysis)
+        self._images += other._images
+        self._labels += other._labels
+        self._positions += other._positions
+        self._max_eps = max(self._max_eps, other._max_eps)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustlens.data import load_dataset
+from robustlens.data import load_dataset, to_memory
 from robustlens.errors import CheckpointError, ConfigError
 from robustlens.models import (
     VOneNet,
@@ -171,8 +171,8 @@ def obtain_model(mc: ModelConfig, data: DataConfig, *, cache_dir: Path, device: 
                                              "train_seconds": meta.get("train_seconds")}
         except CheckpointError as err:
             log.warning("ignoring a broken cached model (%s); training again", err)
-    train_set = load_dataset(data.dataset, "train", data.root)
-    test_set = load_dataset(data.dataset, "test", data.root)
+    train_set = to_memory(load_dataset(data.dataset, "train", data.root))
+    test_set = to_memory(load_dataset(data.dataset, "test", data.root))
     model = build_seeded(mc.architecture, _scratch_options(mc), mc.seed)
     result = train_model(model, train_set, mc.train, device=device, progress=progress)
     accuracy = evaluate_accuracy(model.eval(), test_set, device=device)

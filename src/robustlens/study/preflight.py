@@ -50,8 +50,10 @@ def _data_problems(data: DataConfig, training: bool) -> list[str]:
     """What is wrong with the data files ``data`` names (``training``: train split needed too)."""
     root = Path(data.root) if data.root is not None else None
     if root is not None and not root.exists():
+        hint = (" (Fashion-MNIST: the four IDX .gz files; `sudo apt-get install dataset-fashion-mnist` puts "
+                "them in /usr/share/datasets/fashion-mnist)") if data.dataset == "fashion_mnist" else ""
         return [f"data root not found: {root}. Set [data].root (or --data-root) to the folder that holds "
-                f"the {data.dataset} files."]
+                f"the {data.dataset} files{hint}."]
     if root is not None and not root.is_dir():
         return [f"data root {root} is a file, not a folder. Set [data].root (or --data-root) to the folder "
                 f"that holds the {data.dataset} files."]

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from matplotlib.figure import Figure
 
+from robustlens._io import atomic_path
 from robustlens.report import ReportSection, accuracy_vs_eps_figure, write_report
 from robustlens.study.analyses import ANALYSES
 
@@ -29,8 +30,8 @@ def accuracy_summary(accuracy: pd.DataFrame) -> pd.DataFrame:
 
 
 def _save(run: _Run, slug: str, fig: Figure) -> str:
-    path = run.figures / f"{slug}.png"
-    fig.savefig(path, dpi=110)
+    with atomic_path(run.figures / f"{slug}.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     return slug
 
 

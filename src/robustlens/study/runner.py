@@ -8,8 +8,11 @@ A run directory holds::
     figures/*.png       the report's figures
     report.html         self-contained report
 
+    checkpoints/        resume points (see :mod:`robustlens.study.checkpoints`)
+
 Tables are rewritten after every model, so an error in a later model leaves the finished
-models' results on disk.
+models' results on disk, and every file is written atomically. Run again, an interrupted
+study resumes; under ``torchrun`` it runs sharded (see :mod:`robustlens.study.distributed`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,13 +33,16 @@ import pandas as pd
 import torch
 from torch import nn
 
+from robustlens._io import atomic_path, atomic_write_text
 from robustlens.activations import record
 from robustlens.attacks import eval_mode, is_stochastic
-from robustlens.data import ImageDataset, class_balanced_indices, load_dataset
+from robustlens.data import Dataset, class_balanced_indices, load_dataset
 from robustlens.errors import ConfigError
 from robustlens.evaluation import AccuracyCounter, expected_correct
 from robustlens.study.analyses import ANALYSES, AnalysisBatch, CleanBatch, StudyAnalysis
+from robustlens.study.checkpoints import FinishedModel, ResumeStore, config_fingerprint
 from robustlens.study.config import StudyConfig
+from robustlens.study.distributed import World, join_world, leave_world
 from robustlens.study.models import default_cache_dir, obtain_model
 
 __all__ = ["StudyResult", "resolve_device", "run_study"]
@@ -65,9 +72,8 @@ class StudyResult:
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
 
 
 def _config_dict(config: StudyConfig) -> dict[str, Any]:
@@ -116,8 +122,10 @@ class _Run:
     """State of one study run (kept private: :func:`run_study` is the entry point)."""
 
     def __init__(self, config: StudyConfig, run_dir: Path, cache_dir: Path, device: torch.device,
-                 progress: bool, config_text: str | None) -> None:
+                 progress: bool, config_text: str | None, world: World | None = None,
+                 store: ResumeStore | None = None) -> None:
         self.config, self.run_dir, self.cache_dir = config, run_dir, cache_dir
+        self.world, self.store = world or World(), store
         self.device, self.progress = device, progress
         self.config_text = config_text
         self.results = run_dir / "results"
@@ -151,10 +159,16 @@ class _Run:
     def write_manifest(self) -> None:
         import json
 
-        path = self.run_dir / "manifest.json"
-        tmp = path.with_name("manifest.json.tmp")
-        tmp.write_text(json.dumps(self.manifest, indent=2, default=str))
-        tmp.replace(path)
+        atomic_write_text(self.run_dir / "manifest.json", json.dumps(self.manifest, indent=2, default=str))
+
+    def restore(self, name: str, done: FinishedModel) -> None:
+        """Take a model finished by an earlier (interrupted) run of this study."""
+        self.accuracy.extend(done.accuracy.to_dict("records"))
+        self.model_rows.append(done.model_row)
+        self.manifest["timings"][name] = done.timings
+        for analysis, tables in done.tables.items():
+            for tname, df in tables.items():
+                self.analysis_tables.setdefault(analysis, {}).setdefault(tname, []).append(df)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         out = {"accuracy": pd.DataFrame(self.accuracy), "models": pd.DataFrame(self.model_rows)}
@@ -169,9 +183,70 @@ class _Run:
                 _write_parquet(df, self.results / f"{name}.parquet")
 
 
-def _evaluate_model(run: _Run, name: str, model: nn.Module, data: ImageDataset,
-                    analyses: list[StudyAnalysis], tick: Callable[[], None]) -> None:
-    config = run.config
+def _key_str(key: tuple[str, float]) -> str:
+    return f"{key[0]}@{key[1]!r}"
+
+
+def _str_key(text: str) -> tuple[str, float]:
+    attack, _, eps = text.rpartition("@")
+    return attack, float(eps)
+
+
+class _ModelState:
+    """One model's running sums on this worker: accuracy counts and every analysis' reducers.
+
+    Checkpointed for resuming, and merged across workers on rank 0.
+    """
+
+    def __init__(self, keys: list[tuple[str, float]], num_classes: int, analyses: list[StudyAnalysis]) -> None:
+        self.num_classes = num_classes
+        self.counters = {key: AccuracyCounter(num_classes) for key in keys}
+        self.expected = dict.fromkeys(keys, 0.0)
+        self.analyses = analyses
+        self.batches_done = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches_done": self.batches_done,
+                "counters": {_key_str(k): c.state_dict() for k, c in self.counters.items()},
+                "expected": {_key_str(k): v for k, v in self.expected.items()},
+                "analyses": {a.name: a.state_dict() for a in self.analyses}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches_done = int(state["batches_done"])
+        for text, counter_state in state["counters"].items():
+            self.counters[_str_key(text)].load_state_dict(counter_state)
+        self.expected = {_str_key(k): float(v) for k, v in state["expected"].items()}
+        for analysis in self.analyses:
+            analysis.load_state_dict(state["analyses"][analysis.name])
+
+    def merge_state(self, state: dict[str, Any]) -> None:
+        """Add another worker's sums (its :meth:`state_dict`)."""
+        for text, counter_state in state["counters"].items():
+            other = AccuracyCounter(self.num_classes)
+            other.load_state_dict(counter_state)
+            self.counters[_str_key(text)].merge(other)
+        for text, value in state["expected"].items():
+            self.expected[_str_key(text)] += float(value)
+        for analysis in self.analyses:
+            twin = type(analysis)(analysis.model_name, analysis.model, analysis.class_names, **analysis.options)
+            twin.load_state_dict(state["analyses"][analysis.name])
+            analysis.merge(twin)
+
+
+def _batch_seeds(seed: int, index: int) -> tuple[int, int, int]:
+    """Seeds of batch ``index``: model noise, the global RNG, the attacks' generator.
+
+    Each batch's randomness depends on its index only, so a batch gives the same numbers in a
+    resumed run and on whichever worker runs it.
+    """
+    base = seed * 1_000_003 + index
+    return base, base ^ 0x2545F491, base ^ 0x5DEECE66
+
+
+def _evaluate_model(run: _Run, name: str, model: nn.Module, data: Dataset,
+                    analyses: list[StudyAnalysis], tick: Callable[[], None]) -> _ModelState | None:
+    """Evaluate ``model`` on this worker's batches; on rank 0 return the merged sums."""
+    config, world = run.config, run.world
     layer_sets = [a.layers() for a in analyses]
     layers: list[str] | None
     if any(s is None for s in layer_sets):
@@ -179,24 +254,21 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: ImageDataset,
     else:
         layers = sorted({layer for s in layer_sets for layer in (s or [])})
     want_record = layers is None or bool(layers)
-    counters: dict[tuple[str, float], AccuracyCounter] = {("clean", 0.0): AccuracyCounter(data.num_classes)}
-    expected: dict[tuple[str, float], float] = {("clean", 0.0): 0.0}
     attacks = [(a.name, eps, a.build(eps, run.get_model(a.surrogate) if a.surrogate else None))
                for a in config.attacks for eps in a.eps]
-    for a_name, eps, _ in attacks:
-        counters[(a_name, eps)] = AccuracyCounter(data.num_classes)
-        expected[(a_name, eps)] = 0.0
-    with eval_mode(model):
-        stochastic = is_stochastic(model, data.images[:2].to(run.device))
+    keys = [("clean", 0.0)] + [(a_name, eps) for a_name, eps, _ in attacks]
+    state = _ModelState(keys, data.num_classes, analyses)
+    rng_devices = [run.device] if run.device.type == "cuda" else []
+    with eval_mode(model), torch.random.fork_rng(devices=rng_devices):
+        torch.manual_seed(config.seed)
+        probe, _ = data.get_batch(torch.arange(min(2, len(data))))
+        stochastic = is_stochastic(model, probe.to(run.device))
     # Early exit (an example already misclassified keeps its adversarial image and leaves the
     # batch) saves most of the compute of a robust-accuracy evaluation, but it stops those
     # perturbations early: it is used only when no analysis looks at adversarial activations,
     # and never for a stochastic model (its accuracy is read from a fresh pass).
     early_stop = not stochastic and not want_record
     n_passes = run.config.expected_passes if stochastic else 1
-    generator = torch.Generator(device=run.device).manual_seed(config.seed)
-
-    rng_devices = [run.device] if run.device.type == "cuda" else []
 
     def forward(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         # Every pass of one batch (clean, and each attack x eps) starts from the same seed, so a
@@ -210,95 +282,195 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: ImageDataset,
                 logits = model(x)
             return logits, dict(rec)
 
-    with eval_mode(model):
-        for index, (x, y) in enumerate(data.batches(config.batch_size)):
-            x, y = x.to(run.device), y.to(run.device)
-            noise_seed = config.seed * 1_000_003 + index
-            logits, acts = forward(x, noise_seed)
-            counters[("clean", 0.0)].update(logits.argmax(1), y)
-            if n_passes > 1:
-                expected[("clean", 0.0)] += float(expected_correct(model, x, y, n_passes).sum())
-            clean = CleanBatch(x, y, logits, acts)
-            for analysis in analyses:
-                analysis.update_clean(clean)
-            for a_name, eps, attack in attacks:
-                result = attack.run(model, x, y, generator=generator, early_stop=early_stop)
-                x_adv = result.adversarial
-                adv_logits, adv_acts = forward(x_adv, noise_seed)
-                counters[(a_name, eps)].update(adv_logits.argmax(1), y)
-                if n_passes > 1:
-                    expected[(a_name, eps)] += float(expected_correct(model, x_adv, y, n_passes).sum())
-                batch = AnalysisBatch(a_name, eps, clean, x_adv, adv_logits, adv_acts, attack.norm, result)
-                for analysis in analyses:
-                    analysis.update(batch)
-                tick()
+    n = len(data)
+    n_batches = (n + config.batch_size - 1) // config.batch_size
+    mine = [b for b in range(n_batches) if world.owns(b)]
+    resumable = True
+    saved = run.store.load_units(name) if run.store else None
+    if saved is not None:
+        state.load_state_dict(saved)
+        log.info("%s: resuming after %d of this worker's %d batches", name, state.batches_done, len(mine))
+        for _ in range(state.batches_done * (len(attacks) + 1)):
             tick()
+
+    def indices(b: int) -> torch.Tensor:
+        return torch.arange(b * config.batch_size, min((b + 1) * config.batch_size, n))
+
+    todo = mine[state.batches_done:]
+    last_save = time.monotonic()
+    with eval_mode(model), ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(data.get_batch, indices(todo[0])) if todo else None
+        for position, index in enumerate(todo):
+            assert pending is not None
+            x, y = pending.result()
+            if position + 1 < len(todo):  # decode the next batch while this one is attacked
+                pending = reader.submit(data.get_batch, indices(todo[position + 1]))
+            x, y = x.to(run.device), y.to(run.device)
+            noise_seed, rng_seed, attack_seed = _batch_seeds(config.seed, index)
+            with torch.random.fork_rng(devices=rng_devices):
+                torch.manual_seed(rng_seed)
+                generator = torch.Generator(device=run.device).manual_seed(attack_seed)
+                logits, acts = forward(x, noise_seed)
+                state.counters[("clean", 0.0)].update(logits.argmax(1), y)
+                if n_passes > 1:
+                    state.expected[("clean", 0.0)] += float(expected_correct(model, x, y, n_passes).sum())
+                clean = CleanBatch(x, y, logits, acts, index=index, offset=index * config.batch_size)
+                for analysis in analyses:
+                    analysis.update_clean(clean)
+                for a_name, eps, attack in attacks:
+                    result = attack.run(model, x, y, generator=generator, early_stop=early_stop)
+                    x_adv = result.adversarial
+                    adv_logits, adv_acts = forward(x_adv, noise_seed)
+                    state.counters[(a_name, eps)].update(adv_logits.argmax(1), y)
+                    if n_passes > 1:
+                        state.expected[(a_name, eps)] += float(expected_correct(model, x_adv, y, n_passes).sum())
+                    batch = AnalysisBatch(a_name, eps, clean, x_adv, adv_logits, adv_acts, attack.norm, result)
+                    for analysis in analyses:
+                        analysis.update(batch)
+                    tick()
+            tick()
+            state.batches_done += 1
+            due = time.monotonic() - last_save >= config.checkpoint_every or position + 1 == len(todo)
+            if run.store is not None and resumable and due:
+                try:
+                    run.store.save_units(name, state.state_dict())
+                except NotImplementedError as err:
+                    resumable = False
+                    log.warning("%s: no resume points for this model (%s)", name, err)
+                last_save = time.monotonic()
+    run.manifest.setdefault("stochastic", {})[name] = stochastic
+    if world.distributed:
+        states = world.gather(state.state_dict())
+        if not world.is_main:
+            return None
+        assert states is not None
+        for other in states[1:]:
+            state.merge_state(other)
     norms = {(a_name, eps): attack.norm for a_name, eps, attack in attacks}
-    for key, counter in counters.items():
+    for key, counter in state.counters.items():
         row = counter.result().iloc[0].to_dict()
-        row["expected_accuracy"] = expected[key] / max(row["n_images"], 1) if n_passes > 1 else row["accuracy"]
+        total = state.expected[key] / max(row["n_images"], 1)
+        row["expected_accuracy"] = total if n_passes > 1 else row["accuracy"]
         run.accuracy.append({"model": name, "attack": key[0], "eps": key[1], "norm": norms.get(key, ""),
                              **row, "stochastic": stochastic, "n_passes": n_passes})
+    return state
+
+
+def _obtain_in_turn(run: _Run, names: list[str]) -> None:
+    """Obtain models on rank 0 first (it may train and cache them), then on the other workers."""
+    if run.world.is_main:
+        for n in names:
+            run.get_model(n)
+    run.world.barrier()
+    if not run.world.is_main:
+        for n in names:
+            run.get_model(n)
 
 
 def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path | None = None,
               progress: bool = False, config_text: str | None = None,
-              device: str | None = None) -> StudyResult:
-    """Run a study and write its run directory.
+              device: str | None = None, fresh: bool = False, data: Dataset | None = None) -> StudyResult:
+    """Run a study and write its run directory; resume it if it was interrupted.
+
+    Run again with the same config on the same ``run_dir``, a study continues from its last
+    resume point (see :mod:`robustlens.study.checkpoints`) and ends with the same numbers as an
+    uninterrupted run. Launched by ``torchrun``, each process takes its shard of the batches
+    and rank 0 merges the results (see :mod:`robustlens.study.distributed`).
 
     Args:
         config: a validated study config.
-        run_dir: output folder (created; existing result files are overwritten).
+        run_dir: output folder (created).
         cache_dir: where trained models are cached (default :func:`default_cache_dir`).
         progress: show progress bars.
         config_text: the original config text, kept beside the resolved one.
         device: overrides ``config.device``.
+        fresh: discard the resume points of an earlier run in ``run_dir`` and start over.
+        data: the images to use instead of the config's ``[data]`` (any :class:`Dataset`).
+
+    Raises:
+        ConfigError: ``run_dir`` holds checkpoints of another config (and not ``fresh``).
     """
     from tqdm.auto import tqdm
 
-    run_dir = Path(run_dir)
-    for sub in ("results", "figures"):
-        (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    import tomli_w
+    from robustlens.study.preflight import check_paths
 
-    (run_dir / "config.toml").write_text(tomli_w.dumps(_config_dict(config)))
-    if config_text is not None:
-        (run_dir / "config.original.toml").write_text(config_text)
+    check_paths(config, check_data=data is None)  # every path, before any work starts
+    run_dir = Path(run_dir)
+    world = join_world()
+    config_dict = _config_dict(config)
+    if world.is_main:
+        for sub in ("results", "figures"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        import tomli_w
+
+        atomic_write_text(run_dir / "config.toml", tomli_w.dumps(config_dict))
+        if config_text is not None:
+            atomic_write_text(run_dir / "config.original.toml", config_text)
+    store = ResumeStore(run_dir, config_fingerprint(config_dict), world)
+    if world.is_main:
+        store.prepare(fresh)
+    world.barrier()
+    if not world.is_main:
+        store.prepare(False)
     run = _Run(config, run_dir, Path(cache_dir) if cache_dir else default_cache_dir(),
-               resolve_device(device or config.device), progress, config_text)
-    run.write_manifest()
+               world.device(resolve_device(device or config.device)), progress and world.is_main, config_text,
+               world=world, store=store)
+    finished: dict[str, FinishedModel] = {}
+    if world.is_main:
+        for mc in config.models:
+            done = store.load_finished(mc.name)
+            if done is not None:
+                finished[mc.name] = done
+    finished_names: list[str] = world.broadcast(sorted(finished))
+    run.manifest["world_size"] = world.size
+    run.manifest["resumed_models"] = finished_names
+    if world.is_main:
+        run.write_manifest()
     start = time.perf_counter()
     try:
         t0 = time.perf_counter()
-        full = load_dataset(config.data.dataset, config.data.split, config.data.root,
-                            resize=config.data.resize, crop=config.data.crop)
-        if config.data.ds_factor > 1:  # VOneNet's DS_factor: every k-th image of the split
-            full = full.subset(torch.arange(0, len(full), config.data.ds_factor))
-        if config.data.n_per_class is not None:
-            full = full.subset(class_balanced_indices(full.labels, config.data.n_per_class,
-                                                      config.data.seed, full.num_classes))
-        data = full
+        if data is None:
+            full = load_dataset(config.data.dataset, config.data.split, config.data.root,
+                                resize=config.data.resize, crop=config.data.crop)
+            if config.data.ds_factor > 1:  # VOneNet's DS_factor: every k-th image of the split
+                full = full.subset(torch.arange(0, len(full), config.data.ds_factor))
+            if config.data.n_per_class is not None:
+                full = full.subset(class_balanced_indices(full.labels, config.data.n_per_class,
+                                                          config.data.seed, full.num_classes))
+            data = full
         run.manifest["data"] = {"name": data.name, "n_images": len(data),
-                                "n_per_class": config.data.n_per_class}
+                                "n_per_class": config.data.n_per_class, "ds_factor": config.data.ds_factor}
         run.manifest["timings"]["data_s"] = time.perf_counter() - t0
         n_units = sum(len(a.eps) for a in config.attacks) + 1
         n_batches = (len(data) + config.batch_size - 1) // config.batch_size
+        n_mine = len([b for b in range(n_batches) if world.owns(b)])
         for mc in config.models:
+            if mc.name in finished_names:
+                if world.is_main:
+                    run.restore(mc.name, finished[mc.name])
+                continue
             t0 = time.perf_counter()
+            _obtain_in_turn(run, [mc.name] + [a.surrogate for a in config.attacks if a.surrogate])
             model = run.get_model(mc.name)
             info = run.model_info[mc.name]
             t_model = time.perf_counter() - t0
             analyses = [ANALYSES[k](mc.name, model, data.class_names, **opts)
                         for k, opts in config.analyses.items()]
             t0 = time.perf_counter()
-            with tqdm(total=n_units * n_batches, disable=not progress, desc=f"attacking {mc.name}",
+            with tqdm(total=n_units * n_mine, disable=not run.progress, desc=f"attacking {mc.name}",
                       unit="unit", leave=False) as bar:
-                _evaluate_model(run, mc.name, model, data, analyses, lambda: bar.update(1))
+                state = _evaluate_model(run, mc.name, model, data, analyses, lambda: bar.update(1))
+            if mc.name not in {a.surrogate for a in config.attacks}:
+                run.models.pop(mc.name, None)  # keep only surrogates of transfer attacks
+            if state is None:  # a worker other than rank 0: its sums went to rank 0
+                continue
             analyses_s: dict[str, float] = {}
-            run.manifest["timings"][mc.name] = {"model_s": t_model, "evaluate_s": time.perf_counter() - t0,
-                                                "analyses_s": analyses_s}
-            run.model_rows.append({"model": mc.name, "architecture": mc.architecture, **{
-                k: v for k, v in info.items() if k != "path"}, "path": info.get("path")})
+            timings = {"model_s": t_model, "evaluate_s": time.perf_counter() - t0, "analyses_s": analyses_s}
+            run.manifest["timings"][mc.name] = timings
+            model_row = {"model": mc.name, "architecture": mc.architecture, **{
+                k: v for k, v in info.items() if k != "path"}, "path": info.get("path")}
+            run.model_rows.append(model_row)
+            tables_of: dict[str, dict[str, pd.DataFrame]] = {}
             for analysis in analyses:
                 t0 = time.perf_counter()
                 tables = analysis.tables()
@@ -306,23 +478,29 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
                 for tname, df in tables.items():
                     df = df.copy()
                     df.insert(0, "model", mc.name)
+                    tables_of.setdefault(analysis.name, {})[tname] = df
                     run.analysis_tables.setdefault(analysis.name, {}).setdefault(tname, []).append(df)
-            if mc.name not in {a.surrogate for a in config.attacks}:
-                run.models.pop(mc.name, None)  # keep only surrogates of transfer attacks
+            accuracy = pd.DataFrame([r for r in run.accuracy if r["model"] == mc.name])
+            store.save_finished(mc.name, FinishedModel(accuracy, model_row, tables_of, timings))
             run.save_tables()
             run.write_manifest()
-        from robustlens.study.report import build_report
+        if world.is_main:
+            from robustlens.study.report import build_report
 
-        t0 = time.perf_counter()
-        build_report(run)
-        run.manifest["timings"]["report_s"] = time.perf_counter() - t0
-        run.manifest["status"] = "complete"
+            t0 = time.perf_counter()
+            build_report(run)
+            run.manifest["timings"]["report_s"] = time.perf_counter() - t0
+            run.manifest["status"] = "complete"
     except BaseException as err:
-        run.manifest["status"] = f"failed: {type(err).__name__}: {err}"
-        run.save_tables()
+        if world.is_main:
+            run.manifest["status"] = f"failed: {type(err).__name__}: {err}"
+            run.save_tables()
         raise
     finally:
-        run.manifest["timings"]["total_s"] = time.perf_counter() - start
-        run.manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-        run.write_manifest()
-    return StudyResult(run_dir, run.tables())
+        if world.is_main:
+            run.manifest["timings"]["total_s"] = time.perf_counter() - start
+            run.manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+            run.write_manifest()
+    world.barrier()
+    leave_world(world)
+    return StudyResult(run_dir, run.tables() if world.is_main else {})

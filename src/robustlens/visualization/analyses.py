@@ -35,7 +35,7 @@ from torch import nn
 
 from robustlens.analysis.sensitivity import ChannelSensitivity, top_k_channels
 from robustlens.errors import ConfigError
-from robustlens.study.analyses import AnalysisBatch, CleanBatch, StudyAnalysis, register_analysis
+from robustlens.study.analyses import AnalysisBatch, CleanBatch, StudyAnalysis, merge_keyed, register_analysis
 from robustlens.study.analyses_extra import _count, _layer_list, _Select
 from robustlens.visualization.figures import plot_image_rows, saliency_heatmap
 from robustlens.visualization.render import render
@@ -135,6 +135,24 @@ class FeatureVisAnalysis(StudyAnalysis):
                                      final_objective=float(-result.losses[-1])))
         return {"featurevis": pd.concat(frames, ignore_index=True)}
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"shape": list(self._shape) if self._shape else None,
+                "sensitivity": {f"{a}@{e!r}": r.state_dict() for (a, e), r in self._sensitivity.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._shape = tuple(state["shape"]) if state["shape"] else None
+        self._sensitivity = {}
+        for text, value in state["sensitivity"].items():
+            attack, _, eps = text.rpartition("@")
+            reducer = ChannelSensitivity()
+            reducer.load_state_dict(value)
+            self._sensitivity[(attack, float(eps))] = reducer
+
+    def merge(self, other: StudyAnalysis) -> None:
+        assert isinstance(other, FeatureVisAnalysis)
+        self._shape = self._shape or other._shape
+        merge_keyed(self._sensitivity, other._sensitivity)
+
     @classmethod
     def figures(cls, tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
         df = tables.get("featurevis")
@@ -197,16 +215,29 @@ class SaliencyAnalysis(StudyAnalysis):
         self._adv: dict[tuple[str, float], torch.Tensor] = {}
 
     def update_clean(self, batch: CleanBatch) -> None:
-        if self._clean is None:
-            self._clean = (batch.images[: self._n].detach().clone(),
-                           batch.labels[: self._n].detach().clone())
+        if batch.index == 0:  # the study's first images
+            self._clean = (batch.images[: self._n].detach().cpu().clone(),
+                           batch.labels[: self._n].detach().cpu().clone())
 
     def update(self, batch: AnalysisBatch) -> None:
-        key = (batch.attack, batch.eps)
-        if batch.eps != 0 and key not in self._adv and self._clean is not None \
-                and batch.clean.images.shape[0] >= len(self._clean[0]) \
-                and torch.equal(batch.clean.images[: len(self._clean[0])], self._clean[0]):
-            self._adv[key] = batch.images[: self._n].detach().clone()
+        if batch.eps != 0 and batch.clean.index == 0:
+            self._adv[(batch.attack, batch.eps)] = batch.images[: self._n].detach().cpu().clone()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"clean": list(self._clean) if self._clean else None,
+                "adversarial": {f"{a}@{e!r}": x for (a, e), x in self._adv.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._clean = (state["clean"][0], state["clean"][1]) if state["clean"] else None
+        self._adv = {}
+        for text, x in state["adversarial"].items():
+            attack, _, eps = text.rpartition("@")
+            self._adv[(attack, float(eps))] = x
+
+    def merge(self, other: StudyAnalysis) -> None:
+        assert isinstance(other, SaliencyAnalysis)
+        if self._clean is None and other._clean is not None:  # the first batch was the other's
+            self._clean, self._adv = other._clean, dict(other._adv)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         if self._clean is None:
@@ -222,8 +253,9 @@ class SaliencyAnalysis(StudyAnalysis):
                 frames.append(pixel_rows(x[i], attack=attack, eps=eps, method="input", image=i,
                                          label=int(labels[i])))
             for name in self._methods:
+                device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
                 maps = saliency_heatmap(_method(name, self.model, self._sigma, self._n_samples)
-                                        .attribute(x.clamp(0, 1), target=labels))
+                                        .attribute(x.clamp(0, 1).to(device), target=labels.to(device))).cpu()
                 for i in range(len(x)):
                     frames.append(pixel_rows(maps[i][None], attack=attack, eps=eps, method=name,
                                              image=i, label=int(labels[i])))

@@ -96,8 +96,7 @@ def _images(info: Any, n: int, root: str | None) -> tuple[torch.Tensor, torch.Te
     if info.dataset in ("fashion_mnist", "digits"):
         from robustlens.data import load_dataset
 
-        data = load_dataset(info.dataset, "test", root)
-        return data.images[:n], data.labels[:n]
+        return load_dataset(info.dataset, "test", root).get_batch(torch.arange(n))
     import skimage.data
 
     from robustlens.models import prepare_imagenet_image
@@ -143,12 +142,12 @@ def run(args: argparse.Namespace) -> int:
         fig = vis.plot_image_rows({args.model: [("input", x[0]), (args.layer, dream[0])]},
                                   f"DeepDream on {args.layer}")
     else:
-        from robustlens.data import load_dataset
+        from robustlens.data import load_dataset, to_memory
 
         if info.dataset not in ("fashion_mnist", "digits"):
             raise RobustlensError(f"dataset examples need a dataset; {args.model} is an "
                                   f"{info.dataset} model and no {info.dataset} data is embedded.")
-        data = load_dataset(info.dataset, "test", args.data_root)
+        data = to_memory(load_dataset(info.dataset, "test", args.data_root))
         reducer = vis.DatasetExamples(model, args.unit, k=args.k)
         for chunk in data.images.split(500):
             reducer.update(chunk.to(device))
