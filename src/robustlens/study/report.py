@@ -65,6 +65,20 @@ def build_report(run: _Run) -> None:
             section.figures.append((title, run.figures / f"{slug}.png"))
         section.tables.extend((name, df) for name, df in own.items())
         sections.append(section)
+    if "photos" in run.analysis_tables:
+        from robustlens.study.photos import photos_figures
+
+        photo_tables = {name: tables[name] for name in run.analysis_tables["photos"]}
+        section = ReportSection(
+            "An ImageNet classifier on photographs",
+            text=(f"<code>{run.config.photos.architecture if run.config.photos else ''}</code> on photographs: "
+                  "clean vs adversarial top classes, saliency, and the channels most sensitive to the "
+                  "perturbation, rendered by activation maximization."), collapse_tables=True)
+        for title, fig in photos_figures(photo_tables):
+            slug = _save(run, _slug(f"photos_{title}"), fig)
+            section.figures.append((title, run.figures / f"{slug}.png"))
+        section.tables.extend((name, df) for name, df in photo_tables.items() if name == "photo_predictions")
+        sections.append(section)
     config_text = (run.run_dir / "config.toml").read_text()
     write_report(run.run_dir / "report.html", f"robustlens study: {run.config.name}", sections,
                  config_text, run.manifest)

@@ -98,6 +98,8 @@ def _config_dict(config: StudyConfig) -> dict[str, Any]:
     for a in d["attacks"]:
         out["attacks"].append({"name": a["name"], "type": a["type"], "eps": list(a["eps"]),
                                **a["options"]})
+    if d.get("photos") is not None:
+        out["photos"] = d["photos"]
     return clean(out)
 
 
@@ -356,6 +358,29 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: Dataset,
     return state
 
 
+_PHOTOS = "[photos]"  # the photos part's name among the resume points
+
+
+def _photos_part(run: _Run) -> None:
+    """The ``[photos]`` part: an ImageNet classifier on photographs (rank 0 only)."""
+    from robustlens.study.photos import run_photos
+
+    assert run.config.photos is not None and run.store is not None
+    done = run.store.load_finished(_PHOTOS)
+    if done is not None:
+        tables = done.tables.get("photos", {})
+        run.manifest["timings"]["photos_s"] = done.timings.get("photos_s")
+    else:
+        t0 = time.perf_counter()
+        tables = run_photos(run.config.photos, run.device, progress=run.progress)
+        run.manifest["timings"]["photos_s"] = time.perf_counter() - t0
+        run.store.save_finished(_PHOTOS, FinishedModel(pd.DataFrame(), {}, {"photos": tables},
+                                                       {"photos_s": run.manifest["timings"]["photos_s"]}))
+    run.analysis_tables["photos"] = {name: [df] for name, df in tables.items()}
+    run.save_tables()
+    run.write_manifest()
+
+
 def _obtain_in_turn(run: _Run, names: list[str]) -> None:
     """Obtain models on rank 0 first (it may train and cache them), then on the other workers."""
     if run.world.is_main:
@@ -484,6 +509,8 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
             store.save_finished(mc.name, FinishedModel(accuracy, model_row, tables_of, timings))
             run.save_tables()
             run.write_manifest()
+        if world.is_main and config.photos is not None:
+            _photos_part(run)
         if world.is_main:
             from robustlens.study.report import build_report
 
