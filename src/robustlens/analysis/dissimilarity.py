@@ -74,7 +74,8 @@ def dissimilarity(clean: torch.Tensor | np.ndarray, adversarial: torch.Tensor | 
     """``1 - r`` between the flattened activations of each image.
 
     Args:
-        clean, adversarial: (B, ...) activations of the same layer (tensors or arrays).
+        clean: (B, ...) activations of a layer (a tensor or an array).
+        adversarial: (B, ...) activations of the same layer.
         metric: ``"pearson"``, ``"spearman"`` or ``"cosine"``.
 
     Returns:

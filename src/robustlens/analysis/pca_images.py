@@ -131,7 +131,8 @@ def pca_images(clean: torch.Tensor, adversarial: torch.Tensor, n_components: int
     """Clean and adversarial activations as images, through a PCA fitted on the clean ones.
 
     Args:
-        clean, adversarial: (C, H, W) or (B, C, H, W) activations of the same layer.
+        clean: (C, H, W) or (B, C, H, W) activations of a layer.
+        adversarial: activations of the same layer and shape.
         n_components: 3 (RGB) or 1 (grey); any number up to C works.
         quantile: colour-scale quantile (see :class:`ActivationPCA`).
 

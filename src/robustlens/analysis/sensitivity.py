@@ -58,8 +58,9 @@ def sensitivity(clean: torch.Tensor | np.ndarray, adversarial: torch.Tensor | np
     """The S2 sensitivity of every feature of one layer over a set of image pairs.
 
     Args:
-        clean, adversarial: (N, ...) activations of the same layer for N image pairs, e.g.
-            (N, C, H, W) or (N, D); an (n_stimuli, n_features) matrix works directly.
+        clean: (N, ...) activations of a layer for the N clean images, e.g. (N, C, H, W) or
+            (N, D); an (n_stimuli, n_features) matrix works directly.
+        adversarial: (N, ...) activations of the same layer for their N adversarial pairs.
         level: ``"neuron"`` (each element), ``"channel"`` (index 1, averaged over the
             remaining positions) or ``"layer"`` (everything).
 
