@@ -18,7 +18,8 @@ class BootstrapEstimate:
 
     Attributes:
         estimate: the statistic on the full sample.
-        low, high: the interval's bounds (NaN if no bootstrap sample was defined).
+        low: the interval's lower bound (NaN if no bootstrap sample was defined).
+        high: the interval's upper bound (NaN likewise).
         std: standard deviation of the bootstrap samples (the bootstrap standard error).
         confidence: the interval's level, e.g. 0.95.
         samples: (n_bootstrap,) the statistic on each resample (NaN where undefined).

@@ -28,7 +28,8 @@ class ModelInfo:
         name: registry name.
         input_size: (C, H, W) of the images the model expects.
         num_classes: number of logits.
-        mean, std: per-channel normalisation applied by the model's first layer.
+        mean: per-channel normalisation mean, applied by the model's first layer.
+        std: per-channel normalisation standard deviation.
         dataset: what the architecture is meant for (``"fashion_mnist"``, ``"imagenet"``, ...).
         description: one line for ``robustlens models``.
         paper: reference, when there is one.

@@ -76,9 +76,12 @@ class AnalysisBatch:
     """One batch under one attack at one eps, with its clean counterpart.
 
     Attributes:
-        attack: the attack's label in the study; ``eps`` its radius (pixel units).
+        attack: the attack's label in the study.
+        eps: the attack's radius (pixel units).
         clean: the clean batch.
-        images, logits, activations: the adversarial images, logits and recordings.
+        images: the adversarial images.
+        logits: the model's logits on them.
+        activations: the recorded activations of the adversarial images.
         norm: the attack's norm (``"inf"`` or ``"2"``).
         result: the attack's per-example outcome (success, L-inf / L2 norms, minimal norm).
     """

@@ -65,14 +65,17 @@ class PhotosConfig:
         weights: a local weights file for it; ``None`` uses the weights its package ships
             (``pretrained``), as for ``efficientnet_lite0``.
         images: scikit-image photo names (:data:`SKIMAGE_PHOTOS`) or image file paths.
-        resize, crop: ImageNet val geometry: shorter side to ``resize``, centre ``crop`` (px).
+        resize: ImageNet val geometry: the shorter side is resized to this (px).
+        crop: then the centre ``crop`` x ``crop`` square is kept (px).
         eps: L-inf radius of the PGD attack, pixel units (2/255 by default).
-        steps, step_size, random_start: PGD settings (``step_size=None``: ``2.5 * eps / steps``).
+        steps: PGD steps.
+        step_size: PGD step (``None``: ``2.5 * eps / steps``).
+        random_start: PGD from a random point of the eps-ball.
         top_classes: predicted classes kept per image (>= 3: the figure titles show 3).
         saliency_methods: any of ``gradient, gradient_x_input, guided_backprop, smoothgrad,
             integrated_gradients``.
-        saliency_samples, saliency_sigma: SmoothGrad's noisy copies and noise (fraction of
-            the pixel range).
+        saliency_samples: SmoothGrad's noisy copies.
+        saliency_sigma: SmoothGrad's noise (fraction of the pixel range).
         layers: layers whose channels are ranked (names, globs, ``"type:Name"``); ``None``:
             every ReLU and ReLU6 of the model.
         featurevis_top_k: most sensitive channels rendered.
