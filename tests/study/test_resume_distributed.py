@@ -183,3 +183,45 @@ def test_resume_points_of_another_worker_count_are_refused(tmp_path):
         one.load_units("m")
     (tmp_path / "checkpoints" / "m.rank0of2.pt").write_bytes(b"truncated")
     assert two.load_units("m") is None  # unreadable: that model starts over, with a warning
+
+
+STOCHASTIC = """
+[study]
+name = "noisy"
+seed = 5
+batch_size = 8
+expected_passes = 3
+
+[data]
+dataset = "fashion_mnist"
+n_per_class = 3
+
+[[models]]
+name = "vone"
+architecture = "vone_fmnist_cnn"
+random = true
+
+[[attacks]]
+type = "pgd"
+eps = [0.05]
+steps = 3
+eot_samples = 2
+
+[analyses.dissimilarity]
+[analyses.per_example]
+"""
+
+
+@pytest.mark.slow
+def test_torchrun_stochastic_model_matches_one_process(tmp_path, fashion_mnist_test):
+    """A VOneNet's noise is drawn per batch, so which worker runs a batch does not matter."""
+    config = tmp_path / "noisy.toml"
+    config.write_text(STOCHASTIC)
+    env = _env(tmp_path / "cache")
+    _run(_command(config, tmp_path / "one"), env)
+    _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+          *_command(config, tmp_path / "two")], env)
+    one, two = _tables(tmp_path / "one"), _tables(tmp_path / "two")
+    assert bool(one["accuracy"]["stochastic"].all())
+    for name in ("accuracy", "per_example", "dissimilarity"):
+        pd.testing.assert_frame_equal(one[name], two[name], rtol=1e-9, atol=1e-12, obj=name)
