@@ -36,7 +36,7 @@ lint: setup
 
 # the documentation site, in its own small venv (the docs tools need no torch)
 docs: $(DOCS_VENV)/.installed
-	$(DOCS_VENV)/bin/mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict --quiet --site-dir site
 
 $(DOCS_VENV)/.installed: docs/requirements.lock
 	@test -x $(DOCS_VENV)/bin/python || $(PYTHON) -m venv $(DOCS_VENV)
