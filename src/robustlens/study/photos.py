@@ -288,6 +288,7 @@ def run_photos(cfg: PhotosConfig, device: torch.device | str = "cpu",
     model = _build_model(cfg).to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    layers = _ranked_layers(model, cfg)  # unknown layers fail before any work
     labels = [_label(i) for i in cfg.images]
     x = torch.stack([prepare_imagenet_image(load_photo(i), cfg.resize, cfg.crop) for i in cfg.images]).to(device)
     n_units = 2 + len(cfg.saliency_methods) + cfg.featurevis_top_k
@@ -333,7 +334,6 @@ def run_photos(cfg: PhotosConfig, device: torch.device | str = "cpu",
         bar.update(1)
     saliency = pd.concat(frames, ignore_index=True)
 
-    layers = _ranked_layers(model, cfg)
     clean_rec, adv_rec = record_paired(model, x, x_adv, layers, seed=cfg.seed)
     reducer = ChannelSensitivity()
     reducer.update(clean_rec, adv_rec)
