@@ -32,6 +32,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    "or ~/.cache/robustlens)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides the config's device")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--smoke", action="store_true", help="a much reduced run (few images, eps, steps and "
+                   "epochs) that checks a config end to end in a minute or two; numbers are not meaningful")
     p.add_argument("--fresh", action="store_true", help="discard the resume points of an earlier run in "
                    "the run directory and start over (default: an interrupted run resumes)")
     p.add_argument("--allow-pickle", action="store_true", help="trust pickled weight files named in "
@@ -93,6 +95,10 @@ def _run_study(config_text: str, config_path: Path | None, args: argparse.Namesp
     from robustlens.study import parse_config, run_study
 
     raw = tomllib.loads(config_text)
+    if args.smoke:
+        from robustlens.study.smoke import smoke_config
+
+        raw = smoke_config(raw)
     if args.data_root:
         raw.setdefault("data", {})["root"] = str(Path(args.data_root).resolve())
     base = config_path.parent if config_path else Path.cwd()
@@ -104,7 +110,7 @@ def _run_study(config_text: str, config_path: Path | None, args: argparse.Namesp
         from dataclasses import replace
 
         config = replace(config, models=tuple(replace(m, allow_pickle=True) for m in config.models))
-    out = args.out or Path("runs") / config.name
+    out = args.out or Path("runs") / (config.name + ("-smoke" if args.smoke else ""))
     result = run_study(config, out, cache_dir=args.cache_dir, progress=not args.quiet,
                        config_text=config_text, device=args.device, fresh=args.fresh)
     if not result.tables:  # a torchrun worker other than rank 0: rank 0 reports

@@ -222,3 +222,12 @@ def test_transfer_and_noise_attacks_in_a_study(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="Did you mean 'surrogate'"):
         parse_config({"models": [{"name": "surrogate", "architecture": "digits_cnn", "random": True}],
                       "attacks": [{"type": "transfer", "surrogate": "surogate", "eps": [0.1]}]})
+
+
+def test_smoke_flag_shrinks_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _write(tmp_path)
+    assert main(["study", str(cfg), "--smoke", "--out", str(tmp_path / "run"), "--cache-dir",
+                 str(tmp_path / "cache"), "--quiet"]) == 0
+    acc = pd.read_parquet(tmp_path / "run/results/accuracy.parquet")
+    assert (acc["n_images"] == 20).all()  # n_per_class shrunk to 2
+    assert "Report:" in capsys.readouterr().out
