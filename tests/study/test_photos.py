@@ -117,6 +117,7 @@ def test_a_local_file_resolves_against_the_config_folder(tmp_path: Path) -> None
     ({"architecture": "resnet5"}, "unknown architecture 'resnet5'"),
     ({"architecture": "resnet50"}, "ships no pretrained weights"),
     ({"crop": 300}, "crop (300) must not exceed"),
+    ({"images": ["coffee", "coffee"]}, "each photo once"),
 ])
 def test_config_errors(table: dict, message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:

@@ -123,6 +123,10 @@ class PhotosConfig:
                 raise ConfigError(f"{where}.images: {image!r} is neither a scikit-image photo "
                                   f"nor an image file.{suggest(image, SKIMAGE_PHOTOS)} "
                                   f"Photos: {', '.join(SKIMAGE_PHOTOS)}.")
+        labels = [_label(i) for i in self.images]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"{where}.images must name each photo once (files by their names without "
+                              f"the extension); received {list(self.images)}.")
         for key, minimum in (("resize", 1), ("crop", 1), ("steps", 1), ("top_classes", 3),
                              ("saliency_samples", 1), ("featurevis_top_k", 0), ("featurevis_steps", 1),
                              ("featurevis_size", 8), ("seed", 0)):
