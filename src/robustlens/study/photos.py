@@ -232,23 +232,9 @@ def _build_model(cfg: PhotosConfig) -> nn.Module:
 
 
 def _saliency_method(name: str, model: nn.Module, cfg: PhotosConfig) -> Any:
-    from robustlens.visualization import (
-        GradientXInput,
-        GuidedBackprop,
-        IntegratedGradients,
-        Saliency,
-        SmoothGrad,
-    )
+    from robustlens.visualization.analyses import saliency_method
 
-    if name == "gradient":
-        return Saliency(model)
-    if name == "gradient_x_input":
-        return GradientXInput(model)
-    if name == "guided_backprop":
-        return GuidedBackprop(model)
-    if name == "integrated_gradients":
-        return IntegratedGradients(model, n_steps=32)
-    return SmoothGrad(Saliency(model), sigma=cfg.saliency_sigma, n_samples=cfg.saliency_samples, seed=cfg.seed)
+    return saliency_method(name, model, cfg.saliency_sigma, cfg.saliency_samples, ig_steps=32, seed=cfg.seed)
 
 
 def _ranked_layers(model: nn.Module, cfg: PhotosConfig) -> list[str]:

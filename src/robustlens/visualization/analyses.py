@@ -169,7 +169,9 @@ class FeatureVisAnalysis(StudyAnalysis):
         return [(title, plot_image_rows(rows, title))]
 
 
-def _method(name: str, model: nn.Module, sigma: float, n_samples: int) -> Attribution:
+def saliency_method(name: str, model: nn.Module, sigma: float, n_samples: int, *, ig_steps: int = 64,
+                    seed: int | None = None) -> Attribution:
+    """The attribution method named ``name`` (one of ``SALIENCY_METHODS``) for ``model``."""
     if name == "gradient":
         return Saliency(model)
     if name == "gradient_x_input":
@@ -177,8 +179,10 @@ def _method(name: str, model: nn.Module, sigma: float, n_samples: int) -> Attrib
     if name == "guided_backprop":
         return GuidedBackprop(model)
     if name == "integrated_gradients":
-        return IntegratedGradients(model, n_steps=64)
-    return SmoothGrad(Saliency(model), sigma=sigma, n_samples=n_samples)
+        return IntegratedGradients(model, n_steps=ig_steps)
+    if seed is None:
+        return SmoothGrad(Saliency(model), sigma=sigma, n_samples=n_samples)
+    return SmoothGrad(Saliency(model), sigma=sigma, n_samples=n_samples, seed=seed)
 
 
 @register_analysis
@@ -254,7 +258,7 @@ class SaliencyAnalysis(StudyAnalysis):
                                          label=int(labels[i])))
             for name in self._methods:
                 device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
-                maps = saliency_heatmap(_method(name, self.model, self._sigma, self._n_samples)
+                maps = saliency_heatmap(saliency_method(name, self.model, self._sigma, self._n_samples)
                                         .attribute(x.clamp(0, 1).to(device), target=labels.to(device))).cpu()
                 for i in range(len(x)):
                     frames.append(pixel_rows(maps[i][None], attack=attack, eps=eps, method=name,

@@ -125,9 +125,9 @@ def run(args: argparse.Namespace) -> int:
         x, y = _images(info, args.n_images, args.data_root)
         x = x.to(device)
         target = None if y is None else y.to(device)
-        from robustlens.visualization.analyses import _method
+        from robustlens.visualization.analyses import saliency_method
 
-        maps = {name: _method(name, model, args.sigma, 16).attribute(x, target=target)
+        maps = {name: saliency_method(name, model, args.sigma, 16).attribute(x, target=target)
                 for name in args.methods}
         fig = vis.plot_saliency(x, maps, f"{args.model}: saliency")
     elif args.what == "weights":
