@@ -10,7 +10,20 @@ import torch
 
 from robustlens.errors import DataError
 
-__all__ = ["Dataset", "ImageDataset", "to_memory"]
+__all__ = ["Dataset", "ImageDataset", "check_indices", "to_memory"]
+
+
+def check_indices(indices: torch.Tensor, n: int, name: str = "") -> torch.Tensor:
+    """``indices`` as a CPU int64 1-D tensor, each in ``[0, n)``; else a :class:`DataError`."""
+    idx = torch.as_tensor(indices)
+    if idx.ndim != 1 or idx.is_floating_point() or idx.dtype == torch.bool or idx.is_complex():
+        raise DataError(f"indices must be a 1-D integer tensor; received {idx.dtype} {tuple(idx.shape)}.")
+    idx = idx.to(device="cpu", dtype=torch.int64)
+    if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        where = f" for {name!r}" if name else ""
+        raise DataError(f"indices must lie in [0, {n}){where}; received values in "
+                        f"[{int(idx.min())}, {int(idx.max())}].")
+    return idx
 
 
 @runtime_checkable

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from robustlens.data.dataset import check_indices
 from robustlens.errors import DataError, suggest
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "imagenet_wnids", "load_imagenet", "read_image"]
@@ -152,19 +153,9 @@ class ImageFolder:
     def image_shape(self) -> tuple[int, int, int]:
         return 3, self.crop, self.crop
 
-    def _positions(self, indices: torch.Tensor) -> torch.Tensor:
-        idx = torch.as_tensor(indices)
-        if idx.ndim != 1 or idx.is_floating_point() or idx.dtype == torch.bool or idx.is_complex():
-            raise DataError(f"indices must be a 1-D integer tensor; received {idx.dtype} {tuple(idx.shape)}.")
-        idx = idx.to(device="cpu", dtype=torch.int64)
-        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
-            raise DataError(f"indices must lie in [0, {len(self)}) for {self.name!r}; received values in "
-                            f"[{int(idx.min())}, {int(idx.max())}].")
-        return idx
-
     def subset(self, indices: torch.Tensor) -> ImageFolder:
         """The images at ``indices``, in that order (no image is read)."""
-        idx = self._positions(indices)
+        idx = check_indices(indices, len(self), self.name)
         return replace(self, files=tuple(self.files[i] for i in idx.tolist()), labels=self.labels[idx])
 
     def get_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,7 +164,7 @@ class ImageFolder:
         Raises:
             DataError: an image is unreadable (the message names the file).
         """
-        idx = self._positions(indices)
+        idx = check_indices(indices, len(self), self.name)
         paths = [self.files[i] for i in idx.tolist()]
         if not paths:
             return torch.empty((0, *self.image_shape)), self.labels[idx]

@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 
+from robustlens.data.dataset import check_indices
 from robustlens.errors import DataError
 
 __all__ = ["SyntheticImages"]
@@ -86,13 +87,7 @@ class SyntheticImages:
         return labels if self.positions is None else labels[self.positions]
 
     def _global(self, indices: torch.Tensor) -> torch.Tensor:
-        idx = torch.as_tensor(indices)
-        if idx.ndim != 1 or idx.is_floating_point() or idx.dtype == torch.bool or idx.is_complex():
-            raise DataError(f"indices must be a 1-D integer tensor; received {idx.dtype} {tuple(idx.shape)}.")
-        idx = idx.to(device="cpu", dtype=torch.int64)
-        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
-            raise DataError(f"indices must lie in [0, {len(self)}); received values in "
-                            f"[{int(idx.min())}, {int(idx.max())}].")
+        idx = check_indices(indices, len(self), self.name)
         return idx if self.positions is None else self.positions[idx]
 
     def subset(self, indices: torch.Tensor) -> SyntheticImages:

@@ -43,7 +43,8 @@ from robustlens.analysis.dissimilarity import LayerDissimilarity
 from robustlens.attacks import AttackResult
 from robustlens.errors import ConfigError, suggest
 
-__all__ = ["ANALYSES", "AnalysisBatch", "CleanBatch", "StudyAnalysis", "merge_keyed", "register_analysis"]
+__all__ = ["ANALYSES", "AnalysisBatch", "CleanBatch", "Condition", "StudyAnalysis", "condition_key", "condition_str",
+           "merge_keyed", "register_analysis"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,20 @@ class StudyAnalysis:
                                   "under torchrun with several processes")
 
 
+Condition = tuple[str, float]  # (attack label, eps); ("clean", 0.0) for clean images
+
+
+def condition_str(key: Condition) -> str:
+    """``("pgd", 0.1)`` -> ``"pgd@0.1"``: a condition as a state-dict key (eps exactly round-trips)."""
+    return f"{key[0]}@{key[1]!r}"
+
+
+def condition_key(text: str) -> Condition:
+    """The inverse of :func:`condition_str`."""
+    attack, _, eps = text.rpartition("@")
+    return attack, float(eps)
+
+
 def merge_keyed(mine: dict[Any, Any], theirs: dict[Any, Any]) -> None:
     """Merge dicts of reducers (or of dicts of reducers) key by key; keys only in ``theirs`` are taken."""
     for key, value in theirs.items():
@@ -238,15 +253,14 @@ class DissimilarityAnalysis(StudyAnalysis):
                 for attack in df["attack"].unique()]
 
     def state_dict(self) -> dict[str, Any]:
-        return {f"{a}@{e!r}": r.state_dict() for (a, e), r in self._reducers.items()}
+        return {condition_str(k): r.state_dict() for k, r in self._reducers.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._reducers = {}
         for key, value in state.items():
-            attack, _, eps = key.rpartition("@")
             reducer = LayerDissimilarity()
             reducer.load_state_dict(value)
-            self._reducers[(attack, float(eps))] = reducer
+            self._reducers[condition_key(key)] = reducer
 
     def merge(self, other: StudyAnalysis) -> None:
         assert isinstance(other, DissimilarityAnalysis)

@@ -48,20 +48,20 @@ from robustlens.analysis.manifolds import ClassManifolds
 from robustlens.analysis.rsa import RDM, ClassRDM, bootstrap_compare_rdms, compare_rdm_sets
 from robustlens.analysis.sensitivity import ChannelSensitivity, top_k_channels
 from robustlens.errors import ConfigError, RobustlensError
-from robustlens.study.analyses import AnalysisBatch, CleanBatch, StudyAnalysis, merge_keyed, register_analysis
+from robustlens.study.analyses import (
+    AnalysisBatch,
+    CleanBatch,
+    Condition,
+    StudyAnalysis,
+    condition_key,
+    condition_str,
+    merge_keyed,
+    register_analysis,
+)
 
 __all__ = ["ManifoldAnalysis", "RSAAnalysis", "SensitivityAnalysis"]
 
-Key = tuple[str, float]
-
-
-def _key_str(key: Key) -> str:
-    return f"{key[0]}@{key[1]!r}"
-
-
-def _str_key(text: str) -> Key:
-    attack, _, eps = text.rpartition("@")
-    return attack, float(eps)
+Key = Condition
 
 
 def _layer_list(value: Any, where: str) -> list[str] | None:
@@ -135,7 +135,7 @@ class _PerCondition(StudyAnalysis):
         self._reducers: dict[Key, dict[str, Any]] = {}
 
     def state_dict(self) -> dict[str, Any]:
-        return {_key_str(k): {n: r.state_dict() for n, r in red.items()}
+        return {condition_str(k): {n: r.state_dict() for n, r in red.items()}
                 for k, red in self._reducers.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -144,7 +144,7 @@ class _PerCondition(StudyAnalysis):
             reducers = self._new()
             for n, r in reducers.items():
                 r.load_state_dict(parts[n])
-            self._reducers[_str_key(text)] = reducers
+            self._reducers[condition_key(text)] = reducers
 
     def merge(self, other: StudyAnalysis) -> None:
         assert isinstance(other, type(self))
@@ -420,11 +420,11 @@ class ManifoldAnalysis(StudyAnalysis):
 
     def state_dict(self) -> dict[str, Any]:
         return {"manifolds": self._manifolds.state_dict(),
-                "counts": {_key_str(k): v.clone() for k, v in self._counts.items()}}
+                "counts": {condition_str(k): v.clone() for k, v in self._counts.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._manifolds.load_state_dict(state["manifolds"])
-        self._counts = {_str_key(k): v.clone() for k, v in state["counts"].items()}
+        self._counts = {condition_key(k): v.clone() for k, v in state["counts"].items()}
 
     def merge(self, other: StudyAnalysis) -> None:
         assert isinstance(other, ManifoldAnalysis)

@@ -18,7 +18,14 @@ from torch import nn
 from robustlens.analysis import plots
 from robustlens.analysis.dissimilarity import ChannelDissimilarity, LayerDissimilarity
 from robustlens.analysis.pca_images import ActivationPCA
-from robustlens.study.analyses import AnalysisBatch, CleanBatch, StudyAnalysis, register_analysis
+from robustlens.study.analyses import (
+    AnalysisBatch,
+    CleanBatch,
+    StudyAnalysis,
+    condition_key,
+    condition_str,
+    register_analysis,
+)
 from robustlens.study.analyses_extra import (
     Key,
     _choice,
@@ -27,7 +34,6 @@ from robustlens.study.analyses_extra import (
     _layer_list,
     _PerCondition,
     _Select,
-    _str_key,
     _with_condition,
 )
 
@@ -195,11 +201,11 @@ class PCAImagesAnalysis(StudyAnalysis):
 
     def state_dict(self) -> dict[str, Any]:
         return {"clean": dict(self._clean),
-                "adversarial": {f"{a}@{e!r}": dict(v) for (a, e), v in self._adv.items()}}
+                "adversarial": {condition_str(k): dict(v) for k, v in self._adv.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._clean = dict(state["clean"])
-        self._adv = {_str_key(k): dict(v) for k, v in state["adversarial"].items()}
+        self._adv = {condition_key(k): dict(v) for k, v in state["adversarial"].items()}
 
     def merge(self, other: StudyAnalysis) -> None:
         assert isinstance(other, PCAImagesAnalysis)

@@ -37,16 +37,20 @@ from robustlens.data.dataset import ImageDataset
 from robustlens.errors import ConfigError
 from robustlens.evaluation import AccuracyCounter
 from robustlens.evaluation.audit import audit_gradient_masking
-from robustlens.study.analyses import AnalysisBatch, CleanBatch, StudyAnalysis, merge_keyed, register_analysis
+from robustlens.study.analyses import (
+    AnalysisBatch,
+    CleanBatch,
+    Condition,
+    StudyAnalysis,
+    condition_key,
+    condition_str,
+    merge_keyed,
+    register_analysis,
+)
 
 __all__ = ["AuditAnalysis", "PerClassAnalysis", "PerExampleAnalysis"]
 
-Key = tuple[str, float]
-
-
-def _key(text: str) -> Key:
-    attack, _, eps = text.rpartition("@")
-    return attack, float(eps)
+Key = Condition
 
 
 def _accuracy_vs_eps_figure(df: pd.DataFrame, group: str, title: str) -> Figure:
@@ -111,12 +115,12 @@ class PerClassAnalysis(StudyAnalysis):
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {f"{a}@{e!r}": c.state_dict() for (a, e), c in self._counters.items()}
+        return {condition_str(k): c.state_dict() for k, c in self._counters.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._counters = {}
         for key, value in state.items():
-            self._counter(_key(key)).load_state_dict(value)
+            self._counter(condition_key(key)).load_state_dict(value)
 
     def merge(self, other: StudyAnalysis) -> None:
         assert isinstance(other, PerClassAnalysis)
@@ -186,10 +190,10 @@ class PerExampleAnalysis(StudyAnalysis):
         return [(title, _accuracy_vs_eps_figure(acc, "model", title))]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": {f"{a}@{e!r}": torch.cat(r) for (a, e), r in self._rows.items()}}
+        return {"rows": {condition_str(k): torch.cat(r) for k, r in self._rows.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._rows = {_key(k): [v] for k, v in state["rows"].items()}
+        self._rows = {condition_key(k): [v] for k, v in state["rows"].items()}
 
     def merge(self, other: StudyAnalysis) -> None:
         assert isinstance(other, PerExampleAnalysis)

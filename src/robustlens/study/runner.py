@@ -39,7 +39,7 @@ from robustlens.attacks import eval_mode, is_stochastic
 from robustlens.data import Dataset, class_balanced_indices, load_dataset
 from robustlens.errors import ConfigError
 from robustlens.evaluation import AccuracyCounter, expected_correct
-from robustlens.study.analyses import ANALYSES, AnalysisBatch, CleanBatch, StudyAnalysis
+from robustlens.study.analyses import ANALYSES, AnalysisBatch, CleanBatch, StudyAnalysis, condition_key, condition_str
 from robustlens.study.checkpoints import FinishedModel, ResumeStore, config_fingerprint
 from robustlens.study.config import StudyConfig
 from robustlens.study.distributed import World, join_world, leave_world
@@ -185,15 +185,6 @@ class _Run:
                 _write_parquet(df, self.results / f"{name}.parquet")
 
 
-def _key_str(key: tuple[str, float]) -> str:
-    return f"{key[0]}@{key[1]!r}"
-
-
-def _str_key(text: str) -> tuple[str, float]:
-    attack, _, eps = text.rpartition("@")
-    return attack, float(eps)
-
-
 class _ModelState:
     """One model's running sums on this worker: accuracy counts and every analysis' reducers.
 
@@ -209,15 +200,15 @@ class _ModelState:
 
     def state_dict(self) -> dict[str, Any]:
         return {"batches_done": self.batches_done,
-                "counters": {_key_str(k): c.state_dict() for k, c in self.counters.items()},
-                "expected": {_key_str(k): v for k, v in self.expected.items()},
+                "counters": {condition_str(k): c.state_dict() for k, c in self.counters.items()},
+                "expected": {condition_str(k): v for k, v in self.expected.items()},
                 "analyses": {a.name: a.state_dict() for a in self.analyses}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.batches_done = int(state["batches_done"])
         for text, counter_state in state["counters"].items():
-            self.counters[_str_key(text)].load_state_dict(counter_state)
-        self.expected = {_str_key(k): float(v) for k, v in state["expected"].items()}
+            self.counters[condition_key(text)].load_state_dict(counter_state)
+        self.expected = {condition_key(k): float(v) for k, v in state["expected"].items()}
         for analysis in self.analyses:
             analysis.load_state_dict(state["analyses"][analysis.name])
 
@@ -226,9 +217,9 @@ class _ModelState:
         for text, counter_state in state["counters"].items():
             other = AccuracyCounter(self.num_classes)
             other.load_state_dict(counter_state)
-            self.counters[_str_key(text)].merge(other)
+            self.counters[condition_key(text)].merge(other)
         for text, value in state["expected"].items():
-            self.expected[_str_key(text)] += float(value)
+            self.expected[condition_key(text)] += float(value)
         for analysis in self.analyses:
             twin = type(analysis)(analysis.model_name, analysis.model, analysis.class_names, **analysis.options)
             twin.load_state_dict(state["analyses"][analysis.name])

@@ -35,7 +35,15 @@ from torch import nn
 
 from robustlens.analysis.sensitivity import ChannelSensitivity, top_k_channels
 from robustlens.errors import ConfigError
-from robustlens.study.analyses import AnalysisBatch, CleanBatch, StudyAnalysis, merge_keyed, register_analysis
+from robustlens.study.analyses import (
+    AnalysisBatch,
+    CleanBatch,
+    StudyAnalysis,
+    condition_key,
+    condition_str,
+    merge_keyed,
+    register_analysis,
+)
 from robustlens.study.analyses_extra import _count, _layer_list, _Select
 from robustlens.visualization.figures import plot_image_rows, saliency_heatmap
 from robustlens.visualization.render import render
@@ -137,16 +145,15 @@ class FeatureVisAnalysis(StudyAnalysis):
 
     def state_dict(self) -> dict[str, Any]:
         return {"shape": list(self._shape) if self._shape else None,
-                "sensitivity": {f"{a}@{e!r}": r.state_dict() for (a, e), r in self._sensitivity.items()}}
+                "sensitivity": {condition_str(k): r.state_dict() for k, r in self._sensitivity.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._shape = tuple(state["shape"]) if state["shape"] else None
         self._sensitivity = {}
         for text, value in state["sensitivity"].items():
-            attack, _, eps = text.rpartition("@")
             reducer = ChannelSensitivity()
             reducer.load_state_dict(value)
-            self._sensitivity[(attack, float(eps))] = reducer
+            self._sensitivity[condition_key(text)] = reducer
 
     def merge(self, other: StudyAnalysis) -> None:
         assert isinstance(other, FeatureVisAnalysis)
@@ -229,14 +236,11 @@ class SaliencyAnalysis(StudyAnalysis):
 
     def state_dict(self) -> dict[str, Any]:
         return {"clean": list(self._clean) if self._clean else None,
-                "adversarial": {f"{a}@{e!r}": x for (a, e), x in self._adv.items()}}
+                "adversarial": {condition_str(k): x for k, x in self._adv.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._clean = (state["clean"][0], state["clean"][1]) if state["clean"] else None
-        self._adv = {}
-        for text, x in state["adversarial"].items():
-            attack, _, eps = text.rpartition("@")
-            self._adv[(attack, float(eps))] = x
+        self._adv = {condition_key(text): x for text, x in state["adversarial"].items()}
 
     def merge(self, other: StudyAnalysis) -> None:
         assert isinstance(other, SaliencyAnalysis)
