@@ -15,7 +15,7 @@ from robustlens.attacks._stochastic import (
     is_stochastic,
 )
 from robustlens.attacks._threat import NORMS, Norm, perturbation_norm
-from robustlens.attacks.base import Attack, AttackResult
+from robustlens.attacks.base import Attack, AttackResult, check_eps, max_eps
 from robustlens.attacks.deepfool import DeepFool
 from robustlens.attacks.gradient import FGSM, PGD
 from robustlens.attacks.noise import RandomNoise
@@ -41,10 +41,12 @@ __all__ = [
     "StochasticModelWarning",
     "Targeted",
     "Transfer",
+    "check_eps",
     "create_preset",
     "eval_mode",
     "is_stochastic",
     "loss_gradient",
+    "max_eps",
     "perturbation_norm",
     "vonenet_pgd",
 ]

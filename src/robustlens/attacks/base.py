@@ -24,16 +24,52 @@ from robustlens._validation import check_images, check_labels
 from robustlens.attacks._threat import NORMS, Norm, perturbation_norm
 from robustlens.errors import ConfigError
 
-__all__ = ["Attack", "AttackResult", "Outcome", "check_eps", "check_norm", "check_positive_int"]
+__all__ = ["Attack", "AttackResult", "Outcome", "check_eps", "check_norm", "max_eps", "check_positive_int"]
 
 
-def check_eps(eps: float, *, allow_inf: bool = False) -> None:
-    """Raise :class:`ConfigError` unless ``eps`` is a number >= 0 (finite unless allowed)."""
+def max_eps(norm: str, n_features: int) -> float:
+    """The largest meaningful eps of a threat model on images of ``n_features = C * H * W`` pixels.
+
+    Pixels live in [0, 1], so no perturbation is larger than the all-ones image: L-inf 1,
+    L2 ``sqrt(C * H * W)``, L1 ``C * H * W`` (pixel units).
+    """
+    if norm == "inf":
+        return 1.0
+    if norm == "2":
+        return math.sqrt(n_features)
+    if norm == "1":
+        return float(n_features)
+    raise ConfigError(f"norm must be one of 'inf', '2' or '1'; received {norm!r}.")
+
+
+def check_eps(eps: float, *, allow_inf: bool = False, norm: str = "inf", n_features: int | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``eps`` is a number >= 0 within its threat model's range.
+
+    Args:
+        eps: the radius, in pixel units.
+        allow_inf: accept ``inf`` (an unbounded minimum-norm attack).
+        norm: the threat model, ``"inf"``, ``"2"`` or ``"1"``; L-inf radii above 1 are refused
+            (the whole pixel range is 1).
+        n_features: ``C * H * W`` of the images, when known: L2 radii above ``sqrt(C*H*W)`` and
+            L1 radii above ``C*H*W`` are refused too.
+    """
     ok = isinstance(eps, int | float) and not isinstance(eps, bool) and not math.isnan(eps) \
         and eps >= 0 and (allow_inf or math.isfinite(eps))
     if not ok:
         what = "a number >= 0 (or inf)" if allow_inf else "a finite number >= 0"
         raise ConfigError(f"eps must be {what} in pixel units (e.g. 8/255); received {eps!r}.")
+    if math.isinf(eps):
+        return
+    if norm == "inf" and eps > 1:
+        raise ConfigError(f"an L-inf eps must be <= 1 (pixels are in [0, 1], so eps is a fraction of the "
+                          f"pixel range, e.g. 8/255 = {8 / 255:.4f}); received {eps!r}. Did you mean {eps}/255?")
+    if n_features is not None and norm in ("2", "1"):
+        bound = max_eps(norm, n_features)
+        if eps > bound:
+            name = "L2" if norm == "2" else "L1"
+            raise ConfigError(f"an {name} eps must be <= {bound:.4g} for images of {n_features} pixel values "
+                              f"(the {name} norm of the largest possible change); received {eps!r}. "
+                              "eps is in pixel units, with pixels in [0, 1].")
 
 
 def check_norm(norm: object) -> None:

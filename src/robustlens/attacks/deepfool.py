@@ -85,7 +85,7 @@ class DeepFool(Attack):
             if self.candidates < 2:
                 raise ConfigError(f"candidates must be >= 2 (the true class and at least one "
                                   f"other) or None; received {self.candidates!r}.")
-        check_eps(self.eps, allow_inf=True)
+        check_eps(self.eps, allow_inf=True, norm=self.norm)
 
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
              generator: torch.Generator | None, targets: torch.Tensor | None,

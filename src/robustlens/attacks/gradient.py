@@ -31,7 +31,7 @@ __all__ = ["FGSM", "PGD", "Attack"]
 
 
 def _check_common(attack: FGSM | PGD) -> None:
-    check_eps(attack.eps)
+    check_eps(attack.eps, norm=attack.norm)
     check_targeted(attack.targeted)
     check_positive_int("eot_samples", attack.eot_samples)
     if attack.eot_chunk is not None:

@@ -41,7 +41,7 @@ class RandomNoise(Attack):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_eps(self.eps)
+        check_eps(self.eps, norm=self.norm)
         check_positive_int("trials", self.trials)
         check_norm(self.norm)
 
