@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import robustlens.study.analyses_extra  # noqa: F401  (registers the plug-ins)
 from robustlens.errors import ConfigError
 from robustlens.study import parse_config
 from robustlens.study.analyses import ANALYSES
@@ -83,16 +82,20 @@ def test_plugins_in_a_study(tmp_path: Path) -> None:
     assert html.count("data:image/png;base64,") >= 12
 
 
-def test_bad_options_are_config_errors() -> None:
+def test_bad_option_values_fail_when_the_config_is_read() -> None:
     base = tomllib.loads(CONFIG)
-    for name, options, match in [("rsa", {"metric": "manhattan"}, "metric"),
-                                 ("sensitivity", {"layers": "nope.*"}, "matches no layer"),
-                                 ("manifolds", {"threshold": 2.0}, "threshold"),
-                                 ("pca_images", {"n_images": 0}, "n_images")]:
-        cls = ANALYSES[name]
-        config = parse_config({**base, "analyses": {name: options}})
-        from robustlens import create_model
-
+    for name, options, match in [("rsa", {"metric": "manhattan"}, r"\[analyses.rsa\].metric must be one of"),
+                                 ("manifolds", {"threshold": 2.0}, r"\[analyses.manifolds\].threshold"),
+                                 ("pca_images", {"n_images": 0}, r"\[analyses.pca_images\].n_images"),
+                                 ("dissimilarity", {"layers": 3}, r"\[analyses.dissimilarity\].layers")]:
         with pytest.raises(ConfigError, match=match):
-            cls("a", create_model("digits_cnn"), [str(i) for i in range(10)],
-                **config.analyses[name])
+            parse_config({**base, "analyses": {name: options}})
+
+
+def test_unknown_layers_fail_when_the_analysis_is_built() -> None:
+    from robustlens import create_model
+
+    config = parse_config({**tomllib.loads(CONFIG), "analyses": {"sensitivity": {"layers": "nope.*"}}})
+    with pytest.raises(ConfigError, match="matches no layer"):
+        ANALYSES["sensitivity"]("a", create_model("digits_cnn"), [str(i) for i in range(10)],
+                                config.analysis_options["sensitivity"])

@@ -12,7 +12,7 @@ from robustlens.errors import ConfigError
 from robustlens.study import parse_config
 from robustlens.study.analyses import ANALYSES
 from robustlens.study.runner import run_study
-from robustlens.visualization.analyses import pixel_rows, rows_to_image
+from robustlens.visualization.tables import pixel_rows, rows_to_image
 
 CONFIG = """
 [study]

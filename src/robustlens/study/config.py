@@ -15,17 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from robustlens.attacks import FGSM, PGD, Attack, DeepFool, RandomNoise, Transfer
-from robustlens.attacks.presets import vonenet_pgd
+from robustlens.attacks import Attack
 from robustlens.errors import ConfigError, RobustlensError, suggest
+from robustlens.study.attack_types import ATTACK_TYPES
 from robustlens.training import AdversarialTraining, TrainConfig
 
 if TYPE_CHECKING:
+    from robustlens.study.analyses import AnalysisOptions, ComparisonOptions
     from robustlens.study.photos import PhotosConfig
 
 __all__ = ["AttackConfig", "DataConfig", "ModelConfig", "StudyConfig", "load_config", "parse_config"]
-
-ATTACK_TYPES = ("fgsm", "pgd", "deepfool", "vonenet", "noise", "transfer")
 
 
 def _check_keys(table: Any, allowed: dict[str, type | tuple[type, ...]], where: str,
@@ -107,27 +106,18 @@ class AttackConfig:
 
     @property
     def surrogate(self) -> str | None:
-        """For a transfer attack, the study model the images are crafted on."""
-        return self.options.get("surrogate") if self.type == "transfer" else None
+        """The study model the images are crafted on (transfer attacks), else ``None``."""
+        key = ATTACK_TYPES[self.type].surrogate_key
+        return self.options.get(key) if key else None
 
     def build(self, eps: float, surrogate: nn.Module | None = None) -> Attack:
-        """The attack at ``eps``; a transfer attack needs its ``surrogate`` model."""
-        if self.type == "transfer":
-            opts = {k: v for k, v in self.options.items() if k not in ("surrogate", "via")}
-            inner = (FGSM(eps=eps, **opts) if self.options.get("via", "pgd") == "fgsm"
-                     else PGD(eps=eps, **opts))
-            if surrogate is None:  # validation only
-                return inner
-            return Transfer(inner, surrogate)
-        if self.type == "noise":
-            return RandomNoise(eps=eps, **self.options)
-        if self.type == "fgsm":
-            return FGSM(eps=eps, **self.options)
-        if self.type == "deepfool":
-            return DeepFool(eps=eps, **self.options)
-        if self.type == "vonenet":
-            return vonenet_pgd(eps, **self.options)
-        return PGD(eps=eps, **self.options)
+        """The attack at ``eps``; a transfer attack needs its ``surrogate`` model.
+
+        Args:
+            eps: the radius (pixel units).
+            surrogate: the model named by :attr:`surrogate` (``None``: validation only).
+        """
+        return ATTACK_TYPES[self.type].build(eps, dict(self.options), surrogate)
 
 
 @dataclass(frozen=True)
@@ -146,6 +136,9 @@ class StudyConfig:
     checkpoint_every: float = 60.0
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
     photos: PhotosConfig | None = None  # the optional [photos] table (robustlens.study.photos)
+    comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    analysis_options: dict[str, AnalysisOptions] = field(default_factory=dict, compare=False)
+    comparison_options: dict[str, ComparisonOptions] = field(default_factory=dict, compare=False)
 
 
 _TRAIN_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -155,19 +148,6 @@ _TRAIN_KEYS: dict[str, type | tuple[type, ...]] = {
 _ADV_KEYS: dict[str, type | tuple[type, ...]] = {
     "eps": float, "steps": int, "step_size": float, "random_start": bool, "warmup_epochs": float,
 }
-_TARGETED = (str, int)
-_ATTACK_OPTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "fgsm": {"targeted": _TARGETED, "eot_samples": int, "seed": int},
-    "pgd": {"steps": int, "step_size": float, "random_start": bool, "norm": str, "seed": int,
-            "targeted": _TARGETED, "eot_samples": int, "restarts": int},
-    "deepfool": {"norm": str, "overshoot": float, "steps": int, "candidates": int, "eot_samples": int},
-    "vonenet": {"norm": str, "steps": int, "eot_samples": int},
-    "noise": {"norm": str, "trials": int, "seed": int},
-    "transfer": {"surrogate": str, "via": str, "steps": int, "step_size": float, "random_start": bool,
-                 "norm": str, "seed": int, "eot_samples": int},
-}
-
-
 def _parse_model(table: Any, i: int) -> ModelConfig:
     where = f"[[models]] #{i + 1}"
     t = _check_keys(table, {"name": str, "architecture": str, "options": dict, "checkpoint": str,
@@ -216,31 +196,56 @@ def _parse_attack(table: Any, i: int, model_names: list[str]) -> AttackConfig:
         kind = str(table.get("type"))
         raise ConfigError(f"{where}: unknown attack type {table.get('type')!r}."
                           f"{suggest(kind, ATTACK_TYPES)} Known: {', '.join(ATTACK_TYPES)}.")
-    options = _ATTACK_OPTIONS[table["type"]]
+    kind_spec = ATTACK_TYPES[table["type"]]
+    options = dict(kind_spec.options)
     t = _check_keys(table, {"name": str, "type": str, "eps": list, **options}, where,
                     required=("type", "eps"))
     eps = t["eps"]
     if not eps or not all(isinstance(e, int | float) and not isinstance(e, bool) for e in eps):
         raise ConfigError(f"{where}.eps must be a non-empty list of numbers; received {eps!r}.")
-    unbounded_ok = t["type"] == "deepfool"  # a minimal-perturbation attack may run unbounded
+    unbounded_ok = kind_spec.unbounded  # a minimal-perturbation attack may run unbounded
     if any(math.isnan(e) or e < 0 or (e > 1 and not (unbounded_ok and math.isinf(e))) for e in eps):
         hint = " (or inf: unbounded)" if unbounded_ok else ""
         raise ConfigError(f"{where}.eps values must lie in [0, 1] (pixel units){hint}; received {eps!r}.")
     opts = {k: v for k, v in t.items() if k in options}
-    if t["type"] == "transfer":
-        surrogate = opts.get("surrogate")
-        if surrogate not in model_names:
-            raise ConfigError(f"{where}: a transfer attack needs `surrogate = \"NAME\"` naming one of "
-                              f"this study's models ({', '.join(model_names)}); received {surrogate!r}."
-                              f"{suggest(str(surrogate), model_names)}")
-        if opts.get("via", "pgd") not in ("pgd", "fgsm"):
-            raise ConfigError(f"{where}.via must be 'pgd' or 'fgsm'; received {opts['via']!r}.")
-        if opts.get("via") == "fgsm" and set(opts) - {"surrogate", "via", "seed", "eot_samples"}:
-            raise ConfigError(f"{where}: with via = 'fgsm' only seed and eot_samples apply.")
+    if kind_spec.check is not None:
+        kind_spec.check(opts, where, model_names)
     config = AttackConfig(name=t.get("name", t["type"]), type=t["type"],
                           eps=tuple(float(e) for e in eps), options=opts)
     config.build(max(config.eps))  # validates the options now, before any work starts
     return config
+
+
+def _parse_analyses(raw: dict[str, Any], model_names: list[str]) -> tuple[
+        dict[str, dict[str, Any]], dict[str, AnalysisOptions], dict[str, dict[str, Any]],
+        dict[str, ComparisonOptions]]:
+    """The ``[analyses]`` and ``[comparisons]`` tables: raw tables and validated options."""
+    from robustlens.study.analyses import ANALYSES, COMPARISONS, load_plugins, parse_options
+
+    load_plugins()
+    analyses = raw.get("analyses", {})
+    options: dict[str, AnalysisOptions] = {}
+    for key, table in analyses.items():
+        if key not in ANALYSES:
+            hint = (f" {key!r} is a model comparison: give it as [comparisons.{key}]." if key in COMPARISONS
+                    else suggest(key, ANALYSES))
+            raise ConfigError(f"unknown analysis {key!r} in [analyses].{hint} "
+                              f"Known: {', '.join(sorted(ANALYSES))}.")
+        options[key] = parse_options(ANALYSES[key].Options, table, f"[analyses.{key}]")
+    comparisons = raw.get("comparisons", {})
+    compare_options: dict[str, ComparisonOptions] = {}
+    for key, table in comparisons.items():
+        if key not in COMPARISONS:
+            raise ConfigError(f"unknown model comparison {key!r} in [comparisons].{suggest(key, COMPARISONS)} "
+                              f"Known: {', '.join(sorted(COMPARISONS)) or 'none'}.")
+        opts = parse_options(COMPARISONS[key].Options, table, f"[comparisons.{key}]")
+        unknown = [m for m in opts.models if m not in model_names]
+        if unknown:
+            raise ConfigError(f"[comparisons.{key}].models names {unknown[0]!r}, which is not a model of "
+                              f"this study ({', '.join(model_names)}).{suggest(unknown[0], model_names)}")
+        compare_options[key] = opts
+    return ({k: dict(v) for k, v in analyses.items()}, options,
+            {k: dict(v) for k, v in comparisons.items()}, compare_options)
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConfig:
@@ -249,7 +254,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConf
     Relative checkpoint and data paths are resolved against ``base_dir``.
     """
     _check_keys(raw, {"study": dict, "data": dict, "models": list, "attacks": list,
-                      "analyses": dict, "photos": dict}, "the study config", required=("models",))
+                      "analyses": dict, "comparisons": dict, "photos": dict}, "the study config",
+                required=("models",))
     study = _check_keys(raw.get("study", {}), {"name": str, "seed": int, "batch_size": int,
                                                "device": str, "expected_passes": int,
                                                "checkpoint_every": float}, "[study]")
@@ -292,14 +298,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConf
     attacks = tuple(_parse_attack(a, i, names) for i, a in enumerate(raw.get("attacks", [])))
     if len({a.name for a in attacks}) != len(attacks):
         raise ConfigError(f"attack names must be unique; received {[a.name for a in attacks]}.")
-    from robustlens.study.analyses import ANALYSES, check_analysis_options
-
-    analyses = raw.get("analyses", {})
-    for key, options in analyses.items():
-        if key not in ANALYSES:
-            raise ConfigError(f"unknown analysis {key!r} in [analyses].{suggest(key, ANALYSES)} "
-                              f"Known: {', '.join(sorted(ANALYSES))}.")
-        check_analysis_options(key, options)
+    analyses, analysis_options, comparisons, comparison_options = _parse_analyses(raw, names)
     batch_size = study.get("batch_size", 250)
     if batch_size < 1:
         raise ConfigError(f"[study].batch_size must be >= 1; received {batch_size}.")
@@ -313,9 +312,10 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConf
         photos = parse_photos(raw["photos"], base)
     return StudyConfig(
         name=study.get("name", "study"), data=DataConfig(**data), models=models, attacks=attacks,
-        analyses={k: dict(v) for k, v in analyses.items()}, seed=study.get("seed", 0),
+        analyses=analyses, seed=study.get("seed", 0),
         batch_size=batch_size, device=device, expected_passes=study.get("expected_passes", 8),
         checkpoint_every=float(study.get("checkpoint_every", 60.0)), raw=raw, photos=photos,
+        comparisons=comparisons, analysis_options=analysis_options, comparison_options=comparison_options,
     )
 
 

@@ -232,7 +232,7 @@ def _build_model(cfg: PhotosConfig) -> nn.Module:
 
 
 def _saliency_method(name: str, model: nn.Module, cfg: PhotosConfig) -> Any:
-    from robustlens.visualization.analyses import saliency_method
+    from robustlens.visualization.saliency import saliency_method
 
     return saliency_method(name, model, cfg.saliency_sigma, cfg.saliency_samples, ig_steps=32, seed=cfg.seed)
 
@@ -272,7 +272,7 @@ def run_photos(cfg: PhotosConfig, device: torch.device | str = "cpu",
     from robustlens.attacks import PGD
     from robustlens.models.zoo import imagenet_classes, prepare_imagenet_image
     from robustlens.visualization import render, saliency_heatmap
-    from robustlens.visualization.analyses import pixel_rows
+    from robustlens.visualization.tables import pixel_rows
 
     device = torch.device(device)
     model = _build_model(cfg).to(device).eval()
@@ -356,7 +356,7 @@ def _top3(predictions: pd.DataFrame, photo: str, condition: str) -> str:
 
 
 def _image(rows: pd.DataFrame) -> torch.Tensor:
-    from robustlens.visualization.analyses import rows_to_image
+    from robustlens.visualization.tables import rows_to_image
 
     return rows_to_image(rows)
 

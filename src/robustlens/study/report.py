@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 
 from robustlens._io import atomic_path
 from robustlens.report import ReportSection, accuracy_vs_eps_figure, write_report
-from robustlens.study.analyses import ANALYSES
+from robustlens.study.analyses import ANALYSES, COMPARISONS, ModelComparison, StudyAnalysis
 
 if TYPE_CHECKING:
     from robustlens.study.runner import _Run
@@ -55,8 +55,9 @@ def build_report(run: _Run) -> None:
     fig = accuracy_vs_eps_figure(acc)
     summary.figures.append(("Accuracy against eps", run.figures / f"{_save(run, 'accuracy_vs_eps', fig)}.png"))
     sections.append(summary)
-    for key in run.config.analyses:
-        cls = ANALYSES[key]
+    registered: dict[str, type[StudyAnalysis] | type[ModelComparison]] = {**ANALYSES, **COMPARISONS}
+    for key in [*run.config.analyses, *run.config.comparisons]:
+        cls = registered[key]
         own = {name: tables[name] for name in run.analysis_tables.get(key, {})}
         section = ReportSection(cls.title or key, text=(cls.__doc__ or "").strip().splitlines()[0],
                                 collapse_tables=True)

@@ -39,7 +39,16 @@ from robustlens.attacks import eval_mode, is_stochastic
 from robustlens.data import Dataset, class_balanced_indices, load_dataset
 from robustlens.errors import ConfigError
 from robustlens.evaluation import AccuracyCounter, expected_correct
-from robustlens.study.analyses import ANALYSES, AnalysisBatch, CleanBatch, StudyAnalysis, condition_key, condition_str
+from robustlens.study.analyses import (
+    ANALYSES,
+    COMPARISONS,
+    AnalysisBatch,
+    CleanBatch,
+    StudyAnalysis,
+    condition_key,
+    condition_str,
+    load_plugins,
+)
 from robustlens.study.checkpoints import FinishedModel, ResumeStore, config_fingerprint
 from robustlens.study.config import StudyConfig
 from robustlens.study.distributed import World, join_world, leave_world
@@ -100,6 +109,8 @@ def _config_dict(config: StudyConfig) -> dict[str, Any]:
                                **a["options"]})
     if d.get("photos") is not None:
         out["photos"] = d["photos"]
+    if d.get("comparisons"):
+        out["comparisons"] = d["comparisons"]
     return clean(out)
 
 
@@ -372,6 +383,38 @@ def _photos_part(run: _Run) -> None:
     run.write_manifest()
 
 
+def _build_analysis(config: StudyConfig, key: str, model_name: str, model: nn.Module,
+                    class_names: list[str] | tuple[str, ...]) -> StudyAnalysis:
+    """Analysis ``key`` of ``config`` for one model, with its validated options."""
+    options = config.analysis_options.get(key)
+    if options is not None:
+        return ANALYSES[key](model_name, model, class_names, options)
+    return ANALYSES[key](model_name, model, class_names, **config.analyses[key])
+
+
+def _compare_models(run: _Run) -> None:
+    """Run the config's model comparisons on the per-model tables (rank 0, after every model)."""
+    config = run.config
+    tables = run.tables()
+    for key, raw in config.comparisons.items():
+        cls = COMPARISONS[key]
+        options = config.comparison_options.get(key)
+        comparison = cls(options) if options is not None else cls(**raw)
+        models = list(comparison.options.models) or [m.name for m in config.models]
+        given = {name: df[df["model"].isin(models)].reset_index(drop=True)
+                 for name, df in tables.items() if "model" in df.columns}
+        t0 = time.perf_counter()
+        out = comparison.compare(given)
+        run.manifest["timings"].setdefault("comparisons_s", {})[key] = time.perf_counter() - t0
+        clash = sorted(set(out) & set(tables))
+        if clash:
+            raise ConfigError(f"comparison {key!r} returned table {clash[0]!r}, which an analysis already "
+                              "wrote; a comparison's tables need names of their own.")
+        run.analysis_tables[key] = {name: [df] for name, df in out.items()}
+    run.save_tables()
+    run.write_manifest()
+
+
 def _obtain_in_turn(run: _Run, names: list[str]) -> None:
     """Obtain models on rank 0 first (it may train and cache them), then on the other workers."""
     if run.world.is_main:
@@ -411,6 +454,7 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
     from robustlens.study.preflight import check_paths
 
     check_paths(config, check_data=data is None)  # every path, before any work starts
+    load_plugins()
     run_dir = Path(run_dir)
     world = join_world()
     config_dict = _config_dict(config)
@@ -470,8 +514,7 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
             model = run.get_model(mc.name)
             info = run.model_info[mc.name]
             t_model = time.perf_counter() - t0
-            analyses = [ANALYSES[k](mc.name, model, data.class_names, **opts)
-                        for k, opts in config.analyses.items()]
+            analyses = [_build_analysis(config, k, mc.name, model, data.class_names) for k in config.analyses]
             t0 = time.perf_counter()
             with tqdm(total=n_units * n_mine, disable=not run.progress, desc=f"attacking {mc.name}",
                       unit="unit", leave=False) as bar:
@@ -500,6 +543,8 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
             store.save_finished(mc.name, FinishedModel(accuracy, model_row, tables_of, timings))
             run.save_tables()
             run.write_manifest()
+        if world.is_main and config.comparisons:
+            _compare_models(run)
         if world.is_main and config.photos is not None:
             _photos_part(run)
         if world.is_main:

@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         x, y = _images(info, args.n_images, args.data_root)
         x = x.to(device)
         target = None if y is None else y.to(device)
-        from robustlens.visualization.analyses import saliency_method
+        from robustlens.visualization.saliency import saliency_method
 
         maps = {name: saliency_method(name, model, args.sigma, 16).attribute(x, target=target)
                 for name in args.methods}

@@ -35,8 +35,8 @@ from robustlens.errors import RobustlensError
 from robustlens.visualization._hooks import check_images, module_training, resolve_targets
 from robustlens.visualization._relu import ReLUGradientMode
 
-__all__ = ["Attribution", "GradientXInput", "GuidedBackprop", "IntegratedGradients", "Saliency",
-           "SmoothGrad", "Target"]
+__all__ = ["SALIENCY_METHODS", "Attribution", "GradientXInput", "GuidedBackprop", "IntegratedGradients",
+           "Saliency", "SmoothGrad", "Target", "saliency_method"]
 
 Target = int | torch.Tensor | list[int] | None
 
@@ -261,3 +261,37 @@ class SmoothGrad(Attribution):
 
     def __repr__(self) -> str:
         return f"SmoothGrad({self.method!r}, sigma={self.sigma}, n_samples={self.n_samples})"
+
+
+SALIENCY_METHODS = ("gradient", "gradient_x_input", "guided_backprop", "smoothgrad", "integrated_gradients")
+"""The names :func:`saliency_method` knows (config files and the CLI use them)."""
+
+
+def saliency_method(name: str, model: nn.Module, sigma: float, n_samples: int, *, ig_steps: int = 64,
+                    seed: int | None = None) -> Attribution:
+    """The attribution method named ``name`` (one of :data:`SALIENCY_METHODS`) for ``model``.
+
+    Args:
+        name: the method's name.
+        model: the classifier.
+        sigma: SmoothGrad's noise, a fraction of the pixel range.
+        n_samples: SmoothGrad's noisy copies.
+        ig_steps: integrated gradients' path steps.
+        seed: SmoothGrad's noise seed (``None``: its default).
+
+    Raises:
+        RobustlensError: an unknown name.
+    """
+    if name == "gradient":
+        return Saliency(model)
+    if name == "gradient_x_input":
+        return GradientXInput(model)
+    if name == "guided_backprop":
+        return GuidedBackprop(model)
+    if name == "integrated_gradients":
+        return IntegratedGradients(model, n_steps=ig_steps)
+    if name != "smoothgrad":
+        raise RobustlensError(f"unknown saliency method {name!r}; expected one of {', '.join(SALIENCY_METHODS)}.")
+    if seed is None:
+        return SmoothGrad(Saliency(model), sigma=sigma, n_samples=n_samples)
+    return SmoothGrad(Saliency(model), sigma=sigma, n_samples=n_samples, seed=seed)

@@ -1,7 +1,6 @@
 """Study analyses for honest robustness numbers: per class, per example, and the audit.
 
-Registered when :mod:`robustlens.study.analyses` is imported; enabled in a study config by
-their tables (see that module for the contract)::
+Wrapping :mod:`robustlens.evaluation`; enabled in a study config by their tables::
 
     [analyses.per_class]        # robust accuracy per class, per attack x eps
     [analyses.per_example]      # one row per image x attack x eps (+ the worst case)
@@ -25,7 +24,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import torch
@@ -34,21 +34,25 @@ from torch import nn
 
 from robustlens.attacks import FGSM, PGD, Attack, perturbation_norm
 from robustlens.data.dataset import ImageDataset
-from robustlens.errors import ConfigError
 from robustlens.evaluation import AccuracyCounter
 from robustlens.evaluation.audit import audit_gradient_masking
-from robustlens.study.analyses import (
+from robustlens.study.analyses.contract import (
     AnalysisBatch,
+    AnalysisOptions,
     CleanBatch,
     Condition,
     StudyAnalysis,
+    choice,
     condition_key,
     condition_str,
+    count,
     merge_keyed,
+    number,
+    option,
     register_analysis,
 )
 
-__all__ = ["AuditAnalysis", "PerClassAnalysis", "PerExampleAnalysis"]
+__all__ = ["AuditAnalysis", "AuditOptions", "PerClassAnalysis", "PerExampleAnalysis"]
 
 Key = Condition
 
@@ -74,11 +78,10 @@ class PerClassAnalysis(StudyAnalysis):
 
     name = "per_class"
     title = "Robust accuracy per class"
-    option_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
-                 **options: Any) -> None:
-        super().__init__(model_name, model, class_names, **options)
+                 options: Any = None, **raw: Any) -> None:
+        super().__init__(model_name, model, class_names, options, **raw)
         self._counters: dict[Key, AccuracyCounter] = {}
 
     def _counter(self, key: Key) -> AccuracyCounter:
@@ -142,11 +145,10 @@ class PerExampleAnalysis(StudyAnalysis):
 
     name = "per_example"
     title = "Per-example results and the worst case over attacks"
-    option_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
-                 **options: Any) -> None:
-        super().__init__(model_name, model, class_names, **options)
+                 options: Any = None, **raw: Any) -> None:
+        super().__init__(model_name, model, class_names, options, **raw)
         self._rows: dict[Key, list[torch.Tensor]] = {}
 
     def update(self, batch: AnalysisBatch) -> None:
@@ -201,32 +203,44 @@ class PerExampleAnalysis(StudyAnalysis):
             self._rows.setdefault(key, []).extend(rows)
 
 
+@dataclass(frozen=True)
+class AuditOptions(AnalysisOptions):
+    """Options of ``[analyses.audit]``.
+
+    Attributes:
+        attack: ``"pgd"`` or ``"fgsm"``.
+        norm: ``"inf"`` or ``"2"``.
+        eps: the audit's radius in pixel units (0: the study's largest eps).
+        steps: PGD steps.
+        restarts: PGD random restarts.
+        eot_samples: gradient samples per step (> 1 for stochastic models).
+        n_images: how many of the study's first images are audited.
+        tolerance: the accuracy gap counted as a warning sign.
+        seed: the attacks' seed.
+    """
+
+    attack: str = option("pgd", choice("pgd", "fgsm"))
+    norm: str = option("inf", choice("inf", "2"))
+    eps: float = option(0.0, number(0, 1e6, hint=" (0: the study's largest eps)"))
+    steps: int = option(20, count(1))
+    restarts: int = option(1, count(1))
+    eot_samples: int = option(1, count(1))
+    n_images: int = option(200, count(1))
+    tolerance: float = option(0.03, number(0, 1))
+    seed: int = option(0, count(0))
+
+
 @register_analysis
 class AuditAnalysis(StudyAnalysis):
     """The gradient-masking audit of :func:`~robustlens.evaluation.audit.audit_gradient_masking`."""
 
     name = "audit"
     title = "Gradient-masking audit"
-    option_defaults: ClassVar[dict[str, Any]] = {
-        "attack": "pgd", "norm": "inf", "eps": 0.0, "steps": 20, "restarts": 1,
-        "eot_samples": 1, "n_images": 200, "tolerance": 0.03, "seed": 0,
-    }
+    Options = AuditOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
-                 **options: Any) -> None:
-        super().__init__(model_name, model, class_names, **options)
-        o = self.options
-        if o["attack"] not in ("pgd", "fgsm"):
-            raise ConfigError(f"[analyses.audit].attack must be 'pgd' or 'fgsm'; "
-                              f"received {o['attack']!r}.")
-        for key in ("steps", "restarts", "eot_samples", "n_images"):
-            if isinstance(o[key], bool) or not isinstance(o[key], int) or o[key] < 1:
-                raise ConfigError(f"[analyses.audit].{key} must be an integer >= 1; "
-                                  f"received {o[key]!r}.")
-        if not isinstance(o["eps"], int | float) or not 0 <= o["eps"] <= 1e6:
-            raise ConfigError(f"[analyses.audit].eps must be a number >= 0 (0: the study's "
-                              f"largest eps); received {o['eps']!r}.")
-        self._attack(0.1)  # validates norm and the rest now
+                 options: Any = None, **raw: Any) -> None:
+        super().__init__(model_name, model, class_names, options, **raw)
         # the study's first n_images images (by position in the data order), with positions
         self._images: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
@@ -235,13 +249,13 @@ class AuditAnalysis(StudyAnalysis):
 
     def _attack(self, eps: float) -> Attack:
         o = self.options
-        if o["attack"] == "fgsm":
-            return FGSM(eps, eot_samples=o["eot_samples"])
-        return PGD(eps, steps=o["steps"], norm=o["norm"], restarts=o["restarts"],
-                   eot_samples=o["eot_samples"], seed=o["seed"])
+        if o.attack == "fgsm":
+            return FGSM(eps, eot_samples=o.eot_samples)
+        return PGD(eps, steps=o.steps, norm=o.norm, restarts=o.restarts,
+                   eot_samples=o.eot_samples, seed=o.seed)
 
     def update_clean(self, batch: CleanBatch) -> None:
-        room = self.options["n_images"] - batch.offset
+        room = self.options.n_images - batch.offset
         if room > 0:
             self._images.append(batch.images[:room].detach().cpu())
             self._labels.append(batch.labels[:room].detach().cpu())
@@ -259,14 +273,14 @@ class AuditAnalysis(StudyAnalysis):
     def tables(self) -> dict[str, pd.DataFrame]:
         if not self._images:
             return {}
-        eps = float(self.options["eps"]) or self._max_eps or 8 / 255
+        eps = float(self.options.eps) or self._max_eps or 8 / 255
         images, labels, _ = self._kept()
         data = ImageDataset(images, labels, self.class_names)
         device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
         table = audit_gradient_masking(self.model, data, self._attack(eps),
-                                       n_images=self.options["n_images"],
-                                       tolerance=self.options["tolerance"], device=device,
-                                       seed=self.options["seed"])
+                                       n_images=self.options.n_images,
+                                       tolerance=self.options.tolerance, device=device,
+                                       seed=self.options.seed)
         return {"audit": table}
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,13 +1,16 @@
-"""Study plug-ins for S1: PCA images of activations, and dissimilarity by metric and channel.
+"""Activations as images (study S1), wrapping :mod:`robustlens.analysis.pca_images`::
 
-Imported (and so registered) by :mod:`robustlens.study.analyses_extra`; the options are
-listed there.
+    [analyses.pca_images]             # a PCA over channels fit on clean, applied to adversarial
+    layers = "all"                    # maps (B, C, H, W) with C >= n_components only
+    n_images = 1
+    n_components = 3
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,83 +19,40 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from robustlens.analysis import plots
-from robustlens.analysis.dissimilarity import ChannelDissimilarity, LayerDissimilarity
 from robustlens.analysis.pca_images import ActivationPCA
-from robustlens.study.analyses import (
+from robustlens.study.analyses.contract import (
     AnalysisBatch,
+    AnalysisOptions,
     CleanBatch,
+    Condition,
     StudyAnalysis,
     condition_key,
     condition_str,
+    count,
+    layer_selector,
+    option,
     register_analysis,
 )
-from robustlens.study.analyses_extra import (
-    Key,
-    _choice,
-    _concat,
-    _count,
-    _layer_list,
-    _PerCondition,
-    _Select,
-    _with_condition,
-)
+from robustlens.study.analyses.helpers import LayerSelect, concat_frames, layer_list
 
-__all__ = ["ChannelDissimilarityAnalysis", "PCAImagesAnalysis"]
+__all__ = ["PCAImagesAnalysis", "PCAImagesOptions"]
 
 _MAX_FIGURE_LAYERS = 6
 
 
-@register_analysis
-class ChannelDissimilarityAnalysis(_PerCondition):
-    """1 - r (Pearson, Spearman or cosine) between clean and adversarial activations, per
-    layer and per channel."""
+@dataclass(frozen=True)
+class PCAImagesOptions(AnalysisOptions):
+    """Options of ``[analyses.pca_images]``.
 
-    name = "dissimilarity_channels"
-    title = "Dissimilarity per layer and channel, by metric (S1)"
-    option_defaults: ClassVar[dict[str, Any]] = {"layers": "all", "metric": "spearman"}
+    Attributes:
+        layers: the layers shown (``"all"`` or selectors).
+        n_images: how many of the study's first images are kept.
+        n_components: principal components per layer (the image's channels).
+    """
 
-    def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
-                 **options: Any) -> None:
-        super().__init__(model_name, model, class_names, **options)
-        where = "[analyses.dissimilarity_channels]"
-        self._layers = _layer_list(self.options["layers"], f"{where}.layers")
-        self._select = _Select(model, self._layers, f"{where}.layers")
-        self._metric = _choice(self.options["metric"], ("pearson", "spearman", "cosine"),
-                               f"{where}.metric")
-
-    def _new(self) -> dict[str, Any]:
-        return {"layer": LayerDissimilarity(self._metric),  # type: ignore[arg-type]
-                "channel": ChannelDissimilarity(self._metric)}  # type: ignore[arg-type]
-
-    def layers(self) -> list[str] | None:
-        return self._layers
-
-    def update(self, batch: AnalysisBatch) -> None:
-        if batch.eps == 0:
-            return
-        clean, adv = self._select(batch.clean.activations), self._select(batch.activations)
-        for reducer in self._reducers_for(batch).values():
-            reducer.update(clean, adv)
-
-    def tables(self) -> dict[str, pd.DataFrame]:
-        if not self._reducers:
-            return {}
-        layer = _concat([_with_condition(r["layer"].result(), k) for k, r in self._reducers.items()])
-        channel = _concat([_with_condition(r["channel"].result(), k)
-                           for k, r in self._reducers.items()])
-        return {"dissimilarity_by_metric": layer.assign(metric=self._metric),
-                "dissimilarity_channels": channel.assign(metric=self._metric)}
-
-    @classmethod
-    def figures(cls, tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
-        df = tables.get("dissimilarity_by_metric")
-        if df is None or df.empty:
-            return []
-        metric = df["metric"].iloc[0]
-        return [(f"1 - {metric} r per layer under {attack}, models compared",
-                 plots.plot_layer_dissimilarity(df[df["attack"] == attack],
-                                                ylabel=f"1 - {metric} r (clean vs adversarial)"))
-                for attack in df["attack"].unique()]
+    layers: str | tuple[str, ...] = option("all", layer_selector())
+    n_images: int = option(1, count(1))
+    n_components: int = option(3, count(1))
 
 
 def _image_rows(images: torch.Tensor, attack: str, eps: float, layer: str,
@@ -120,19 +80,17 @@ class PCAImagesAnalysis(StudyAnalysis):
 
     name = "pca_images"
     title = "Activations as images: PCA over channels, clean vs adversarial (S1)"
-    option_defaults: ClassVar[dict[str, Any]] = {"layers": "all", "n_images": 1,
-                                                 "n_components": 3}
+    Options = PCAImagesOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
-                 **options: Any) -> None:
-        super().__init__(model_name, model, class_names, **options)
-        where = "[analyses.pca_images]"
-        self._layers = _layer_list(self.options["layers"], f"{where}.layers")
-        self._select = _Select(model, self._layers, f"{where}.layers")
-        self._n = _count(self.options["n_images"], f"{where}.n_images", 1)
-        self._k = _count(self.options["n_components"], f"{where}.n_components", 1)
+                 options: Any = None, **raw: Any) -> None:
+        super().__init__(model_name, model, class_names, options, **raw)
+        self._layers = layer_list(self.options.layers)
+        self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
+        self._n = self.options.n_images
+        self._k = self.options.n_components
         self._clean: dict[str, torch.Tensor] = {}
-        self._adv: dict[Key, dict[str, torch.Tensor]] = {}
+        self._adv: dict[Condition, dict[str, torch.Tensor]] = {}
         self._capturing = False
 
     def layers(self) -> list[str] | None:
@@ -159,7 +117,7 @@ class PCAImagesAnalysis(StudyAnalysis):
         if not self._clean:
             return {}
         frames, variance = [], []
-        conditions: list[tuple[Key, dict[str, torch.Tensor]]] = [(("clean", 0.0), self._clean)]
+        conditions: list[tuple[Condition, dict[str, torch.Tensor]]] = [(("clean", 0.0), self._clean)]
         conditions += list(self._adv.items())
         for index, (layer, clean) in enumerate(self._clean.items()):
             if layer == "input":
@@ -174,7 +132,7 @@ class PCAImagesAnalysis(StudyAnalysis):
                 if layer in acts:
                     images = pca.to_images(pca.transform(acts[layer]))
                     frames.append(_image_rows(images, attack, eps, layer, index))
-        return {"pca_images": _concat(frames), "pca_variance": pd.DataFrame(variance)}
+        return {"pca_images": concat_frames(frames), "pca_variance": pd.DataFrame(variance)}
 
     @classmethod
     def figures(cls, tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:

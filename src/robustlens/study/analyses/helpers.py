@@ -1,0 +1,137 @@
+"""Helpers shared by study analyses: layer selection, per-condition reducers, table assembly."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from robustlens.activations.layers import resolve_layers, split_call
+from robustlens.errors import ConfigError, RobustlensError
+from robustlens.study.analyses.contract import (
+    AnalysisBatch,
+    Condition,
+    StudyAnalysis,
+    condition_key,
+    condition_str,
+    merge_keyed,
+)
+
+__all__ = ["LayerSelect", "PerCondition", "concat_frames", "layer_list", "with_condition"]
+
+
+def layer_list(selector: str | Sequence[str]) -> list[str] | None:
+    """A validated layer option as the runner's ``layers()`` answer: ``"all"`` -> ``None``.
+
+    Args:
+        selector: ``"all"`` or a sequence of names / globs / ``"type:Name"`` selectors.
+    """
+    return None if selector == "all" else [selector] if isinstance(selector, str) else list(selector)
+
+
+class LayerSelect:
+    """Picks one analysis' layers out of the runner's recording (which holds every analysis' layers).
+
+    Args:
+        model: the model (its module names resolve the selectors).
+        layers: selectors (names, globs, ``"type:Name"``), or ``None`` for every leaf module.
+        where: the option's name in messages (``"[analyses.rsa].layers"``).
+
+    Raises:
+        ConfigError: a selector matches no layer of ``model``.
+    """
+
+    def __init__(self, model: nn.Module, layers: list[str] | None, where: str) -> None:
+        try:
+            self.calls = resolve_layers(model, layers).calls
+        except RobustlensError as err:
+            raise ConfigError(f"{where}: {err}") from None
+
+    def __call__(self, acts: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The entries of ``acts`` this selection covers, in ``acts``' order.
+
+        Args:
+            acts: recorded call name -> activation.
+        """
+        out = {}
+        for name, value in acts.items():
+            module, call = split_call(name)
+            module = "" if module == "output" and "output" not in self.calls else module
+            if module in self.calls:
+                calls = self.calls[module]
+                if calls is None or call in calls:
+                    out[name] = value
+        return out
+
+
+def with_condition(df: pd.DataFrame, key: Condition) -> pd.DataFrame:
+    """A copy of ``df`` with leading ``attack`` and ``eps`` columns.
+
+    Args:
+        df: a result table.
+        key: the (attack, eps) condition.
+    """
+    df = df.copy()
+    df.insert(0, "eps", key[1])
+    df.insert(0, "attack", key[0])
+    return df
+
+
+def concat_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """``pd.concat`` with a fresh index; an empty DataFrame for no frames.
+
+    Args:
+        frames: the tables to stack.
+    """
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class PerCondition(StudyAnalysis):
+    """A study analysis keeping one set of named reducers per attack x eps.
+
+    Subclasses implement :meth:`new_reducers`; the state dict, load and merge come from here
+    (each reducer needs ``state_dict``, ``load_state_dict`` and ``merge``).
+
+    Args:
+        model_name: the model's label in the study.
+        model: the model.
+        class_names: names of the dataset's classes.
+        options: the validated options.
+        **raw: options as config keys (when ``options`` is None).
+    """
+
+    def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
+                 options: Any = None, **raw: Any) -> None:
+        super().__init__(model_name, model, class_names, options, **raw)
+        self.reducers: dict[Condition, dict[str, Any]] = {}
+
+    def new_reducers(self) -> dict[str, Any]:
+        """A fresh set of named reducers for one condition."""
+        raise NotImplementedError
+
+    def reducers_for(self, batch: AnalysisBatch) -> dict[str, Any]:
+        """The reducers of ``batch``'s condition (created on first use).
+
+        Args:
+            batch: an adversarial batch.
+        """
+        return self.reducers.setdefault((batch.attack, batch.eps), self.new_reducers())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {condition_str(k): {n: r.state_dict() for n, r in red.items()}
+                for k, red in self.reducers.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.reducers = {}
+        for text, parts in state.items():
+            reducers = self.new_reducers()
+            for n, r in reducers.items():
+                r.load_state_dict(parts[n])
+            self.reducers[condition_key(text)] = reducers
+
+    def merge(self, other: StudyAnalysis) -> None:
+        assert isinstance(other, type(self))
+        merge_keyed(self.reducers, other.reducers)

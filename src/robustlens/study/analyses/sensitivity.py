@@ -1,0 +1,104 @@
+"""Channel and layer sensitivity (study S2), wrapping :mod:`robustlens.analysis.sensitivity`::
+
+    [analyses.sensitivity]            # mean |clean - adversarial| per channel and layer
+    layers = "all"                    # names, globs ("layer*.relu"), "type:ReLU", or a list
+    top_k = 10
+
+Conditions with eps = 0 are skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+from torch import nn
+
+from robustlens.analysis import plots
+from robustlens.analysis.sensitivity import ChannelSensitivity, top_k_channels
+from robustlens.study.analyses.contract import (
+    AnalysisBatch,
+    AnalysisOptions,
+    count,
+    layer_selector,
+    option,
+    register_analysis,
+)
+from robustlens.study.analyses.helpers import (
+    LayerSelect,
+    PerCondition,
+    concat_frames,
+    layer_list,
+    with_condition,
+)
+
+__all__ = ["SensitivityAnalysis", "SensitivityOptions"]
+
+
+@dataclass(frozen=True)
+class SensitivityOptions(AnalysisOptions):
+    """Options of ``[analyses.sensitivity]``.
+
+    Attributes:
+        layers: the layers measured (``"all"`` or selectors).
+        top_k: how many channels the ``sensitivity_top`` table keeps (overall and per layer).
+    """
+
+    layers: str | tuple[str, ...] = option("all", layer_selector())
+    top_k: int = option(10, count(1))
+
+
+@register_analysis
+class SensitivityAnalysis(PerCondition):
+    """S2 sensitivity sigma(F) = mean |F(x) - F(x')| per element, per channel and per layer."""
+
+    name = "sensitivity"
+    title = "Sensitive channels and layers (S2)"
+    Options = SensitivityOptions
+
+    def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
+                 options: Any = None, **raw: Any) -> None:
+        super().__init__(model_name, model, class_names, options, **raw)
+        self._layers = layer_list(self.options.layers)
+        self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
+        self._top_k = self.options.top_k
+
+    def new_reducers(self) -> dict[str, Any]:
+        return {"sensitivity": ChannelSensitivity()}
+
+    def layers(self) -> list[str] | None:
+        return self._layers
+
+    def update(self, batch: AnalysisBatch) -> None:
+        if batch.eps != 0:
+            self.reducers_for(batch)["sensitivity"].update(self._select(batch.clean.activations),
+                                                            self._select(batch.activations))
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        if not self.reducers:
+            return {}
+        red = {k: r["sensitivity"] for k, r in self.reducers.items()}
+        channels = concat_frames([with_condition(r.result(), k) for k, r in red.items()])
+        layers = concat_frames([with_condition(r.layer_result(), k) for k, r in red.items()])
+        top = concat_frames([top_k_channels(channels, self._top_k).assign(scope="overall"),
+                       top_k_channels(channels, self._top_k, per_layer=True)
+                       .assign(scope="per_layer")])
+        return {"sensitivity": channels, "sensitivity_layers": layers, "sensitivity_top": top}
+
+    @classmethod
+    def figures(cls, tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
+        out = []
+        top, layers = tables.get("sensitivity_top"), tables.get("sensitivity_layers")
+        if top is None or layers is None or top.empty:
+            return []
+        for attack in top["attack"].unique():
+            rows = top[(top["attack"] == attack) & (top["scope"] == "overall")]
+            eps = rows["eps"].max()
+            out.append((f"Most sensitive channels under {attack}, eps={eps:g}",
+                        plots.plot_top_sensitivity(rows[rows["eps"] == eps])))
+            out.append((f"Layer sensitivity under {attack}",
+                        plots.plot_layer_sensitivity(layers[layers["attack"] == attack])))
+        return out

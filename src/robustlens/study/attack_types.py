@@ -1,0 +1,95 @@
+"""The attack types a study config knows: one table entry per ``type``.
+
+Each entry of :data:`ATTACK_TYPES` says which keys an ``[[attacks]]`` table of that type may
+have (beyond ``name``, ``type`` and ``eps``) and their TOML types, how to build the attack at
+one eps, and optionally an extra check of the options and whether ``eps = inf`` is allowed.
+To add an attack type, add one entry::
+
+    ATTACK_TYPES["square"] = AttackType(
+        options={"queries": int, "seed": int},
+        build=lambda eps, opts, surrogate: SquareAttack(eps=eps, **opts),
+    )
+
+Options are checked at parse time: key names and TOML types here, values by building the
+attack once at the largest eps (the attack's own constructor refuses bad values).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from robustlens.attacks import FGSM, PGD, Attack, DeepFool, RandomNoise, Transfer
+from robustlens.attacks.presets import vonenet_pgd
+from robustlens.errors import ConfigError, suggest
+
+__all__ = ["ATTACK_TYPES", "AttackType", "Builder", "OptionTypes"]
+
+OptionTypes = Mapping[str, type | tuple[type, ...]]
+"""Option key -> the TOML type(s) it takes (``float`` accepts integers too)."""
+
+Builder = Callable[[float, dict[str, Any], nn.Module | None], Attack]
+"""``(eps, options, surrogate) -> Attack``; ``surrogate`` is ``None`` when only validating."""
+
+
+@dataclass(frozen=True)
+class AttackType:
+    """One ``type`` of ``[[attacks]]``.
+
+    Attributes:
+        options: the keys an attack of this type may set, with their TOML types.
+        build: makes the attack at one eps from the options.
+        check: extra validation ``(options, where, model_names)``, raising :class:`ConfigError`.
+        unbounded: ``eps = inf`` is allowed (minimal-perturbation attacks).
+        surrogate_key: the option naming a study model the attack needs (transfer attacks).
+    """
+
+    options: OptionTypes
+    build: Builder
+    check: Callable[[dict[str, Any], str, Sequence[str]], None] | None = None
+    unbounded: bool = False
+    surrogate_key: str | None = None
+
+
+_TARGETED = (str, int)
+
+
+def _build_transfer(eps: float, opts: dict[str, Any], surrogate: nn.Module | None) -> Attack:
+    inner_opts = {k: v for k, v in opts.items() if k not in ("surrogate", "via")}
+    inner = FGSM(eps=eps, **inner_opts) if opts.get("via", "pgd") == "fgsm" else PGD(eps=eps, **inner_opts)
+    return inner if surrogate is None else Transfer(inner, surrogate)
+
+
+def _check_transfer(opts: dict[str, Any], where: str, model_names: Sequence[str]) -> None:
+    surrogate = opts.get("surrogate")
+    if surrogate not in model_names:
+        raise ConfigError(f"{where}: a transfer attack needs `surrogate = \"NAME\"` naming one of "
+                          f"this study's models ({', '.join(model_names)}); received {surrogate!r}."
+                          f"{suggest(str(surrogate), model_names)}")
+    if opts.get("via", "pgd") not in ("pgd", "fgsm"):
+        raise ConfigError(f"{where}.via must be 'pgd' or 'fgsm'; received {opts['via']!r}.")
+    if opts.get("via") == "fgsm" and set(opts) - {"surrogate", "via", "seed", "eot_samples"}:
+        raise ConfigError(f"{where}: with via = 'fgsm' only seed and eot_samples apply.")
+
+
+ATTACK_TYPES: dict[str, AttackType] = {
+    "fgsm": AttackType({"targeted": _TARGETED, "eot_samples": int, "seed": int},
+                       lambda eps, o, _: FGSM(eps=eps, **o)),
+    "pgd": AttackType({"steps": int, "step_size": float, "random_start": bool, "norm": str, "seed": int,
+                       "targeted": _TARGETED, "eot_samples": int, "restarts": int},
+                      lambda eps, o, _: PGD(eps=eps, **o)),
+    "deepfool": AttackType({"norm": str, "overshoot": float, "steps": int, "candidates": int,
+                            "eot_samples": int},
+                           lambda eps, o, _: DeepFool(eps=eps, **o), unbounded=True),
+    "vonenet": AttackType({"norm": str, "steps": int, "eot_samples": int},
+                          lambda eps, o, _: vonenet_pgd(eps, **o)),
+    "noise": AttackType({"norm": str, "trials": int, "seed": int},
+                        lambda eps, o, _: RandomNoise(eps=eps, **o)),
+    "transfer": AttackType({"surrogate": str, "via": str, "steps": int, "step_size": float,
+                            "random_start": bool, "norm": str, "seed": int, "eot_samples": int},
+                           _build_transfer, check=_check_transfer, surrogate_key="surrogate"),
+}
+"""Attack type name -> its :class:`AttackType` (the ``type`` key of ``[[attacks]]``)."""
