@@ -53,6 +53,7 @@ third-party one registers from its own package through the entry-point group
 on the per-model tables.
 """
 
+from robustlens.study.analyses.builtins import load_builtins, load_plugins
 from robustlens.study.analyses.contract import (
     ANALYSES,
     COMPARISONS,
@@ -70,7 +71,6 @@ from robustlens.study.analyses.contract import (
     register_analysis,
     register_comparison,
 )
-from robustlens.study.analyses.builtins import load_builtins, load_plugins
 
 load_builtins()
 

@@ -267,10 +267,10 @@ def _model_names(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-O = TypeVar("O", bound=AnalysisOptions)
+OptionsT = TypeVar("OptionsT", bound=AnalysisOptions)
 
 
-def parse_options(schema: type[O], table: Any, where: str) -> O:
+def parse_options(schema: type[OptionsT], table: Any, where: str) -> OptionsT:
     """Validate a config table against an options dataclass.
 
     Args:

@@ -92,7 +92,7 @@ class RSAAnalysis(PerCondition):
         self._clean = self.new_reducers()["rdm"]
 
     def new_reducers(self) -> dict[str, Any]:
-        return {"rdm": ClassRDM(len(self.class_names), self._metric)}  # type: ignore[arg-type]
+        return {"rdm": ClassRDM(len(self.class_names), self._metric)}
 
     def layers(self) -> list[str] | None:
         return self._layers
@@ -129,7 +129,7 @@ class RSAAnalysis(PerCondition):
             for i, (layer, ref) in enumerate(clean.items()):
                 if layer not in adv:
                     continue
-                est = bootstrap_compare_rdms(ref, adv[layer], self._method,  # type: ignore[arg-type]
+                est = bootstrap_compare_rdms(ref, adv[layer], self._method,
                                              n_bootstrap=max(self._n_bootstrap, 1), seed=i)
                 none = self._n_bootstrap == 0
                 comparisons.append({"attack": key[0], "eps": key[1], "layer": layer,
@@ -138,7 +138,7 @@ class RSAAnalysis(PerCondition):
                                     "ci_low": np.nan if none else est.low,
                                     "ci_high": np.nan if none else est.high,
                                     "n_classes": ref.n_stimuli})
-        layers = compare_rdm_sets(clean, clean, self._method)  # type: ignore[arg-type]
+        layers = compare_rdm_sets(clean, clean, self._method)
         return {"rdm": concat_frames(rdm_rows),
                 "rsa_clean_vs_adversarial": pd.DataFrame(comparisons),
                 "rsa_layers": layers.assign(method=self._method)}
@@ -167,7 +167,7 @@ class RSAAnalysis(PerCondition):
         method = str(layers["method"].iloc[0]) if layers is not None and len(layers) else "spearman"
         if len(models) >= 2:
             a, b = models[:2]
-            table = compare_rdm_sets(per_model[a], per_model[b], method)  # type: ignore[arg-type]
+            table = compare_rdm_sets(per_model[a], per_model[b], method)
             out.append((f"Layer x layer RDM similarity, {a} vs {b}", plots.plot_rdm_similarity(
                 table, row_label=f"layer ({a})", column_label=f"layer ({b})", method=method)))
         elif layers is not None and len(layers):
