@@ -167,7 +167,7 @@ class RSAAnalysis(PerCondition):
         method = str(layers["method"].iloc[0]) if layers is not None and len(layers) else "spearman"
         if len(models) >= 2:
             a, b = models[:2]
-            table = compare_rdm_sets(per_model[a], per_model[b], method)
+            table = compare_rdm_sets(per_model[a], per_model[b], method)  # type: ignore[arg-type]
             out.append((f"Layer x layer RDM similarity, {a} vs {b}", plots.plot_rdm_similarity(
                 table, row_label=f"layer ({a})", column_label=f"layer ({b})", method=method)))
         elif layers is not None and len(layers):
