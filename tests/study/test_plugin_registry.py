@@ -119,3 +119,16 @@ def test_comparisons_run_after_the_models(tmp_path: Path, gap_registered: Any) -
     pd.testing.assert_series_equal(got["a"], 2.0 * (wide["a"] - wide["b"]), check_names=False)
     assert (got["b"] == 0).all()  # "b" is listed first: the reference
     assert "Accuracy gap" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_wrong_layers_fail_before_any_model_is_trained(tmp_path: Path) -> None:
+    models = [{"name": "trained", "architecture": "digits_cnn", "train": {"epochs": 50}},
+              {"name": "b", "architecture": "digits_cnn", "random": True}]
+    config = parse_config({**BASE, "models": models,
+                           "analyses": {"sensitivity": {"layers": "type:ReLU"},
+                                        "rsa": {"layers": ["features.1", "featurs.4"]},
+                                        "manifolds": {"layer": "no_such_layer"}}})
+    with pytest.raises(ConfigError, match=r"4 analyses name layers.*'trained'.*\[analyses.rsa\].layers.*"
+                                          r"featurs.4.*\[analyses.manifolds\].layer"):
+        run_study(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # refused before anything was written

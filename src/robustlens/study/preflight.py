@@ -18,7 +18,7 @@ from robustlens.models.checkpoint import check_checkpoint
 from robustlens.models.zoo import efficientnet_lite0_weights_path
 from robustlens.study.config import DataConfig, ModelConfig, StudyConfig
 
-__all__ = ["check_paths"]
+__all__ = ["check_layers", "check_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -106,3 +106,52 @@ def check_paths(config: StudyConfig, *, check_data: bool = True) -> None:
     listed = " ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
     raise kind(f"{len(problems)} problems with the files this study names; fix them all, then run it "
                f"again: {listed}")
+
+
+def check_layers(config: StudyConfig) -> None:
+    """Check every analysis' layer selectors against each model, built without weights.
+
+    Each model is built on PyTorch's meta device (no memory, no weights, no training), and
+    each enabled analysis is constructed on it, which resolves its layer selectors. A model
+    that cannot be built that way is skipped (its layers are checked when it is built).
+
+    Args:
+        config: a validated study config.
+
+    Raises:
+        ConfigError: a selector matches no layer of a model; the message lists every such
+            problem, each naming the model and the ``[analyses.X]`` key.
+    """
+    import torch
+
+    from robustlens.models import create_model
+    from robustlens.study.analyses import ANALYSES
+
+    if not config.analyses:
+        return
+    problems = []
+    for mc in config.models:
+        try:
+            with torch.device("meta"):
+                model = create_model(mc.architecture, **mc.options)
+        except Exception as err:  # noqa: BLE001  (checked later, on the real model)
+            log.debug("layer preflight skipped for %s: %s", mc.name, err)
+            continue
+        names = [str(i) for i in range(10)]  # placeholders: only the layers matter here
+        for key in config.analyses:
+            options = config.analysis_options.get(key)
+            try:
+                if options is not None:
+                    ANALYSES[key](mc.name, model, names, options)
+                else:
+                    ANALYSES[key](mc.name, model, names, **config.analyses[key])
+            except ConfigError as err:
+                problems.append(f"model {mc.name!r}: {err}")
+            except Exception as err:  # noqa: BLE001  (only layer names are checked here)
+                log.debug("layer preflight of %s on %s skipped: %s", key, mc.name, err)
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        listed = " ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+        raise ConfigError(f"{len(problems)} analyses name layers the models lack; fix them, then run the "
+                          f"study again: {listed}")

@@ -451,10 +451,11 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
     """
     from tqdm.auto import tqdm
 
-    from robustlens.study.preflight import check_paths
+    from robustlens.study.preflight import check_layers, check_paths
 
-    check_paths(config, check_data=data is None)  # every path, before any work starts
     load_plugins()
+    check_paths(config, check_data=data is None)  # every path, before any work starts
+    check_layers(config)  # every analysis' layers, on the models built without weights
     run_dir = Path(run_dir)
     world = join_world()
     config_dict = _config_dict(config)
