@@ -122,9 +122,11 @@ def check_layers(config: StudyConfig) -> None:
         ConfigError: a selector matches no layer of a model; the message lists every such
             problem, each naming the model and the ``[analyses.X]`` key.
     """
+    import warnings
+
     import torch
 
-    from robustlens.models import create_model
+    from robustlens.models import create_model, model_defaults
     from robustlens.study.analyses import ANALYSES
 
     if not config.analyses:
@@ -132,8 +134,12 @@ def check_layers(config: StudyConfig) -> None:
     problems = []
     for mc in config.models:
         try:
-            with torch.device("meta"):
-                model = create_model(mc.architecture, **mc.options)
+            options = dict(mc.options)
+            if "pretrained" in model_defaults(mc.architecture):
+                options["pretrained"] = False  # the architecture only, no weights read
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = create_model(mc.architecture, **options)
         except Exception as err:  # noqa: BLE001  (checked later, on the real model)
             log.debug("layer preflight skipped for %s: %s", mc.name, err)
             continue
