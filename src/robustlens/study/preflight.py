@@ -134,12 +134,12 @@ def check_layers(config: StudyConfig) -> None:
     problems = []
     for mc in config.models:
         try:
-            options = dict(mc.options)
+            model_options = dict(mc.options)
             if "pretrained" in model_defaults(mc.architecture):
-                options["pretrained"] = False  # the architecture only, no weights read
+                model_options["pretrained"] = False  # the architecture only, no weights read
             with torch.device("meta"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model = create_model(mc.architecture, **options)
+                model = create_model(mc.architecture, **model_options)
         except Exception as err:  # noqa: BLE001  (checked later, on the real model)
             log.debug("layer preflight skipped for %s: %s", mc.name, err)
             continue
