@@ -232,7 +232,7 @@ class _ModelState:
         for text, value in state["expected"].items():
             self.expected[condition_key(text)] += float(value)
         for analysis in self.analyses:
-            twin = type(analysis)(analysis.model_name, analysis.model, analysis.class_names, **analysis.options)
+            twin = type(analysis)(analysis.model_name, analysis.model, analysis.class_names, analysis.options)
             twin.load_state_dict(state["analyses"][analysis.name])
             analysis.merge(twin)
 
