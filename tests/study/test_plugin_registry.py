@@ -103,8 +103,12 @@ def test_comparison_options_are_checked_when_parsed(gap_registered: Any) -> None
         parse_config({**BASE, "comparisons": {"accuracy_gap_test": {"scale": "big"}}})
     with pytest.raises(ConfigError, match="names 'c', which is not a model of this study"):
         parse_config({**BASE, "comparisons": {"accuracy_gap_test": {"models": ["a", "c"]}}})
-    with pytest.raises(ConfigError, match=r"is a model comparison: give it as \[comparisons"):
-        parse_config({**BASE, "analyses": {"accuracy_gap_test": {}}})
+    # a comparison may be given among the analyses too, but only once
+    config = parse_config({**BASE, "analyses": {"accuracy_gap_test": {"models": ["a", "b"]}}})
+    assert config.comparison_options["accuracy_gap_test"].models == ("a", "b")
+    assert "accuracy_gap_test" not in config.analyses
+    with pytest.raises(ConfigError, match="given twice"):
+        parse_config({**BASE, "analyses": {"accuracy_gap_test": {}}, "comparisons": {"accuracy_gap_test": {}}})
 
 
 def test_comparisons_run_after_the_models(tmp_path: Path, gap_registered: Any) -> None:

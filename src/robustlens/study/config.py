@@ -223,16 +223,21 @@ def _parse_analyses(raw: dict[str, Any], model_names: list[str]) -> tuple[
     from robustlens.study.analyses import ANALYSES, COMPARISONS, load_plugins, parse_options
 
     load_plugins()
-    analyses = raw.get("analyses", {})
+    analyses = dict(raw.get("analyses", {}))
+    comparisons = dict(raw.get("comparisons", {}))
+    # A model comparison may also be given among the analyses ([analyses.sweet_spot]); it runs
+    # after the models all the same.
+    for key in [k for k in analyses if k in COMPARISONS and k not in ANALYSES]:
+        if key in comparisons:
+            raise ConfigError(f"model comparison {key!r} is given twice, as [analyses.{key}] and "
+                              f"[comparisons.{key}]; keep one of them.")
+        comparisons[key] = analyses.pop(key)
     options: dict[str, AnalysisOptions] = {}
     for key, table in analyses.items():
         if key not in ANALYSES:
-            hint = (f" {key!r} is a model comparison: give it as [comparisons.{key}]." if key in COMPARISONS
-                    else suggest(key, ANALYSES))
-            raise ConfigError(f"unknown analysis {key!r} in [analyses].{hint} "
-                              f"Known: {', '.join(sorted(ANALYSES))}.")
+            raise ConfigError(f"unknown analysis {key!r} in [analyses].{suggest(key, [*ANALYSES, *COMPARISONS])} "
+                              f"Known: {', '.join(sorted([*ANALYSES, *COMPARISONS]))}.")
         options[key] = parse_options(ANALYSES[key].Options, table, f"[analyses.{key}]")
-    comparisons = raw.get("comparisons", {})
     compare_options: dict[str, ComparisonOptions] = {}
     for key, table in comparisons.items():
         if key not in COMPARISONS:
