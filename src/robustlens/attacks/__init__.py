@@ -16,6 +16,7 @@ from robustlens.attacks._stochastic import (
 )
 from robustlens.attacks._threat import NORMS, Norm, perturbation_norm
 from robustlens.attacks.base import Attack, AttackResult, check_eps, max_eps
+from robustlens.attacks.corruption import CORRUPTIONS, Corruption, corrupt
 from robustlens.attacks.deepfool import DeepFool
 from robustlens.attacks.gradient import FGSM, PGD
 from robustlens.attacks.noise import RandomNoise
@@ -25,6 +26,7 @@ from robustlens.attacks.transfer import Transfer
 LinfPGD = PGD
 
 __all__ = [
+    "CORRUPTIONS",
     "FGSM",
     "NORMS",
     "PGD",
@@ -32,6 +34,7 @@ __all__ = [
     "TARGET_MODES",
     "Attack",
     "AttackResult",
+    "Corruption",
     "DeepFool",
     "FixedNoise",
     "LinfPGD",
@@ -42,6 +45,7 @@ __all__ = [
     "Targeted",
     "Transfer",
     "check_eps",
+    "corrupt",
     "create_preset",
     "eval_mode",
     "is_stochastic",
