@@ -6,28 +6,28 @@ Every corruption is a batched torch function of (B, C, H, W) pixels in [0, 1] (g
 C = 1, or RGB, C = 3) on the images' device, drawing its randomness from one
 ``torch.Generator``: the same seed gives the same images.
 
-Parameters. Hendrycks & Dietterich published two tables of severities: ImageNet-C's for
-224 px images and CIFAR-10-C's for 32 px images. Images whose shorter side is at most
-84 px (about the geometric mean of 32 and 224; Fashion-MNIST's 28 px, the 8 px digits) use the CIFAR-10-C table as it stands: its
-lengths in pixels (blur radii and sigmas, glass-blur displacement, motion-blur length) were
-chosen by the authors for images where one pixel is already a sizeable part of the object,
-and scaling them below one pixel would make the blurs vanish; its elastic-transform
-parameters are fractions of the image side and stay fractions. Larger images use the
-ImageNet-C table with every length multiplied by ``side / 224`` (so a 448 px image is
-blurred over twice as many pixels as a 224 px one); the fog fractal is drawn at the
-reference resolution and resized. Intensities (noise levels, contrast, brightness, JPEG
-quality, pixelation factor, zoom factors) do not depend on size. The reference's elastic
-severities trade displacement size against smoothness, so its pixel change is not
-monotone in the severity (its effect on accuracy is); at ImageNet-C sizes the same holds
-for glass blur, whose stronger blur averages the displaced pixels back.
+Parameters. Hendrycks & Dietterich published two tables of severities: ImageNet-C's for 224
+px images and CIFAR-10-C's for 32 px images. Images whose shorter side is at most 84 px
+(about the geometric mean of 32 and 224; Fashion-MNIST's 28 px, the 8 px digits) use the
+CIFAR-10-C table as it stands: its lengths in pixels (blur radii and sigmas, glass-blur
+displacement, motion-blur length) were chosen by the authors for images where one pixel is
+already a sizeable part of the object, and scaling them below one pixel would make the blurs
+vanish; its elastic-transform parameters are fractions of the image side and stay fractions.
+Larger images use the ImageNet-C table with every length multiplied by ``side / 224`` (so a
+448 px image is blurred over twice as many pixels as a 224 px one); the fog fractal is drawn
+at the reference resolution and resized. Intensities (noise levels, contrast, brightness,
+JPEG quality, pixelation factor, zoom factors) do not depend on size. The reference's
+elastic severities trade displacement size against smoothness, so its pixel change is not
+monotone in the severity (its effect on accuracy is); at ImageNet-C sizes the same holds for
+glass blur, whose stronger blur averages the displaced pixels back.
 
-Deviations from the reference code, all for batching on any device: glass blur's
-sequential local pixel swaps are replaced by one parallel random local displacement per
-iteration (the same neighbourhood); elastic transform's affine warp and displacement field
-are composed into one bilinear resampling; motion blur (ImageMagick's one-sided Gaussian
-line kernel) is rebuilt from bilinear samples along the line. ``frost`` is left out: it
-blends six photographs of frost that ship with the reference code, and a synthetic texture
-would be a different corruption.
+Deviations from the reference code, all for batching on any device: glass blur's sequential
+local pixel swaps are replaced by one parallel random local displacement per iteration (the
+same neighbourhood); elastic transform's affine warp and displacement field are composed
+into one bilinear resampling; motion blur (ImageMagick's one-sided Gaussian line kernel) is
+rebuilt from bilinear samples along the line. ``frost`` is left out: it blends six
+photographs of frost that ship with the reference code, and a synthetic texture would be a
+different corruption.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,7 @@ from robustlens.errors import ConfigError, suggest
 
 __all__ = ["CORRUPTIONS", "Corruption", "corrupt"]
 
-Table = tuple[tuple[object, ...], tuple[object, ...]]  # (CIFAR-10-C, ImageNet-C), 5 severities each
+Table = tuple[tuple[Any, ...], tuple[Any, ...]]  # (CIFAR-10-C, ImageNet-C), 5 severities each
 
 # (small images, reference 32 px), (large images, reference 224 px): Hendrycks & Dietterich's
 # make_cifar_c.py and make_imagenet_c.py.
@@ -141,8 +142,8 @@ def _motion_blur(x: torch.Tensor, radius: float, sigma: float, angles: torch.Ten
     Gaussian of ``sigma`` pixels, along ``angles`` (B,) degrees, edge pixels repeated."""
     b, _, h, w = x.shape
     taps = 2 * math.ceil(radius) + 1
-    weights = torch.exp(-0.5 * (torch.arange(taps, dtype=torch.float64) / max(sigma, 1e-6)) ** 2)
-    weights = (weights / weights.sum()).tolist()
+    kernel = torch.exp(-0.5 * (torch.arange(taps, dtype=torch.float64) / max(sigma, 1e-6)) ** 2)
+    weights = (kernel / kernel.sum()).tolist()
     rad = angles.to(x.device, torch.float32) * (math.pi / 180)
     direction = torch.stack([torch.cos(rad), torch.sin(rad)], dim=1).view(b, 1, 1, 2)
     base = _pixel_grid(b, h, w, x.device)
@@ -243,23 +244,23 @@ def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 # --- the corruptions: (x, parameter, scale, generator) -> corrupted x --------------------------
-def _gaussian_noise(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Tensor:
-    return x + float(c) * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)  # type: ignore[arg-type]
+def _gaussian_noise(x: torch.Tensor, c: Any, s: float, g: torch.Generator) -> torch.Tensor:
+    return x + float(c) * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
 
 
-def _shot_noise(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Tensor:
-    lam = float(c)  # type: ignore[arg-type]
+def _shot_noise(x: torch.Tensor, c: Any, s: float, g: torch.Generator) -> torch.Tensor:
+    lam = float(c)
     return torch.poisson(x * lam, generator=g) / lam
 
 
-def _impulse_noise(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(x.shape, generator=g, device=x.device) < float(c)  # type: ignore[arg-type]
+def _impulse_noise(x: torch.Tensor, c: Any, s: float, g: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(x.shape, generator=g, device=x.device) < float(c)
     salt = torch.rand(x.shape, generator=g, device=x.device) < 0.5
     return torch.where(flip, salt.to(x.dtype), x)
 
 
-def _defocus_blur(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Tensor:
-    radius, alias = (float(v) * s for v in c)  # type: ignore[attr-defined]
+def _defocus_blur(x: torch.Tensor, c: Any, s: float, g: torch.Generator) -> torch.Tensor:
+    radius, alias = (float(v) * s for v in c)
     r = max(1, math.ceil(radius)) + 1
     t = torch.arange(-r, r + 1, dtype=torch.float32)
     disk = ((t[None, :] ** 2 + t[:, None] ** 2) <= radius ** 2).float()
@@ -272,8 +273,8 @@ def _defocus_blur(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> t
     return _filter(x, disk / disk.sum())
 
 
-def _glass_blur(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Tensor:
-    sigma, delta, iterations = c  # type: ignore[misc]
+def _glass_blur(x: torch.Tensor, c: Any, s: float, g: torch.Generator) -> torch.Tensor:
+    sigma, delta, iterations = c
     sigma = float(sigma) * s
     d = max(1, round(delta * s))
     b, ch, h, w = x.shape
@@ -287,14 +288,14 @@ def _glass_blur(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> tor
     return _gaussian_blur(x, sigma)
 
 
-def _motion(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Tensor:
-    radius, sigma = (float(v) * s for v in c)  # type: ignore[attr-defined]
+def _motion(x: torch.Tensor, c: Any, s: float, g: torch.Generator) -> torch.Tensor:
+    radius, sigma = (float(v) * s for v in c)
     angles = torch.rand(x.shape[0], generator=g, device=x.device) * 90 - 45
     return _motion_blur(x, radius, sigma, angles)
 
 
-def _zoom_blur(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Tensor:
-    stop, step = c  # type: ignore[misc]
+def _zoom_blur(x: torch.Tensor, c: Any, s: float, g: torch.Generator) -> torch.Tensor:
+    stop, step = c
     factors = [1 + i * step for i in range(math.ceil((stop - 1) / step - 1e-9))]
     out = x.clone()
     for z in factors:
@@ -302,8 +303,8 @@ def _zoom_blur(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torc
     return out / (len(factors) + 1)
 
 
-def _snow(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Tensor:
-    loc, scale, zoom, threshold, radius, sigma, blend = (float(v) for v in c)  # type: ignore[attr-defined]
+def _snow(x: torch.Tensor, c: Any, s: float, g: torch.Generator) -> torch.Tensor:
+    loc, scale, zoom, threshold, radius, sigma, blend = (float(v) for v in c)
     b, _, h, w = x.shape
     layer = loc + scale * torch.randn((b, 1, h, w), generator=g, device=x.device, dtype=x.dtype)
     layer = _zoom(layer, zoom)
@@ -314,8 +315,8 @@ def _snow(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Ten
     return x + layer + layer.flip(2, 3)
 
 
-def _fog(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Tensor:
-    strength, decay = (float(v) for v in c)  # type: ignore[attr-defined]
+def _fog(x: torch.Tensor, c: Any, s: float, g: torch.Generator) -> torch.Tensor:
+    strength, decay = (float(v) for v in c)
     b, _, h, w = x.shape
     ref_h, ref_w = max(1, round(h / s)), max(1, round(w / s))
     size = 1 << (max(ref_h, ref_w, 2) - 1).bit_length()  # the next power of two
@@ -326,23 +327,23 @@ def _fog(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Tens
     return (x + strength * fractal.to(x.dtype)) * peak / (peak + strength)
 
 
-def _brightness(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Tensor:
+def _brightness(x: torch.Tensor, c: Any, s: float, g: torch.Generator) -> torch.Tensor:
     # in HSV, every RGB channel is V * (1 - S * k(H)): adding c to V with H, S fixed scales RGB
     v = x.amax(dim=1, keepdim=True)
-    v_new = (v + float(c)).clamp(0, 1)  # type: ignore[arg-type]
+    v_new = (v + float(c)).clamp(0, 1)
     return torch.where(v > 0, x * v_new / v.clamp_min(1e-12), v_new.expand_as(x))
 
 
-def _contrast(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Tensor:
+def _contrast(x: torch.Tensor, c: Any, s: float, g: torch.Generator) -> torch.Tensor:
     means = x.mean(dim=(2, 3), keepdim=True)
-    return (x - means) * float(c) + means  # type: ignore[arg-type]
+    return (x - means) * float(c) + means
 
 
-def _elastic(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Tensor:
+def _elastic(x: torch.Tensor, c: Any, s: float, g: torch.Generator) -> torch.Tensor:
     b, _, h, w = x.shape
     side = min(h, w)
     unit = side if side <= _SMALL_SIDE else 244 * s  # the reference's lengths are fractions of the side
-    alpha, sigma, affine = (float(v) * unit for v in c)  # type: ignore[attr-defined]
+    alpha, sigma, affine = (float(v) * unit for v in c)
     centre = torch.tensor([w // 2, h // 2], dtype=torch.float32, device=x.device)
     half = side // 3
     pts1 = torch.stack([centre + half, centre + torch.tensor([half, -half], device=x.device), centre - half])
@@ -357,17 +358,17 @@ def _elastic(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.
     return _resample(x, _to_normalised(p, h, w), padding="reflection")
 
 
-def _pixelate(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Tensor:
+def _pixelate(x: torch.Tensor, c: Any, s: float, g: torch.Generator) -> torch.Tensor:
     h, w = x.shape[2:]
-    small = F.adaptive_avg_pool2d(x, (max(1, int(h * float(c))), max(1, int(w * float(c)))))  # type: ignore[arg-type]
+    small = F.adaptive_avg_pool2d(x, (max(1, int(h * float(c))), max(1, int(w * float(c)))))
     return F.interpolate(small, size=(h, w), mode="nearest")
 
 
-def _jpeg_compression(x: torch.Tensor, c: object, s: float, g: torch.Generator) -> torch.Tensor:
-    return _jpeg(x, int(c))  # type: ignore[call-overload]
+def _jpeg_compression(x: torch.Tensor, c: Any, s: float, g: torch.Generator) -> torch.Tensor:
+    return _jpeg(x, int(c))
 
 
-_FUNCTIONS: dict[str, Callable[[torch.Tensor, object, float, torch.Generator], torch.Tensor]] = {
+_FUNCTIONS: dict[str, Callable[[torch.Tensor, Any, float, torch.Generator], torch.Tensor]] = {
     "gaussian_noise": _gaussian_noise, "shot_noise": _shot_noise, "impulse_noise": _impulse_noise,
     "defocus_blur": _defocus_blur, "glass_blur": _glass_blur, "motion_blur": _motion,
     "zoom_blur": _zoom_blur, "snow": _snow, "fog": _fog, "brightness": _brightness,
