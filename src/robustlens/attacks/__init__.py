@@ -21,6 +21,7 @@ from robustlens.attacks.deepfool import DeepFool
 from robustlens.attacks.gradient import FGSM, PGD
 from robustlens.attacks.noise import RandomNoise
 from robustlens.attacks.presets import PRESETS, create_preset, vonenet_pgd
+from robustlens.attacks.substitute import Substitute
 from robustlens.attacks.transfer import Transfer
 
 LinfPGD = PGD
@@ -42,6 +43,7 @@ __all__ = [
     "Objective",
     "RandomNoise",
     "StochasticModelWarning",
+    "Substitute",
     "Targeted",
     "Transfer",
     "check_eps",
