@@ -163,3 +163,40 @@ def test_model_left_untouched(trained_digits_cnn, digits) -> None:
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
     assert count_hooks(model) == 0
+
+
+def test_log_softmax_output_matches_the_closed_form_of_a_linear_model() -> None:
+    # f = W x + b: d log p_t / dx = w_t - sum_k p_k w_k
+    model = _linear()
+    x = torch.rand(4, 3, 2, 2, generator=torch.Generator().manual_seed(2))
+    target = torch.tensor([0, 3, 4, 1])
+    w = model[1].weight.detach()
+    with torch.no_grad():
+        p = model(x).softmax(1)
+    expected = w[target] - p @ w
+    grad = Saliency(model, output="log_softmax").attribute(x, target=target)
+    torch.testing.assert_close(grad.flatten(1), expected)
+    torch.testing.assert_close(GradientXInput(model, output="log_softmax").attribute(x, target),
+                               expected.view_as(x) * x)
+
+
+def test_log_softmax_output_matches_autograd_on_a_trained_cnn(digits_model, digits_test) -> None:
+    x, y = digits_test.images[:6], digits_test.labels[:6]
+    ref = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(F.log_softmax(digits_model(ref), 1).gather(1, y[:, None]).sum(), ref)
+    torch.testing.assert_close(Saliency(digits_model, output="log_softmax").attribute(x, y), expected)
+    assert not torch.allclose(Saliency(digits_model).attribute(x, y), expected)
+    # SmoothGrad keeps the smoothed method's output; integrated gradients' completeness holds for log p
+    smooth = SmoothGrad(Saliency(digits_model, output="log_softmax"), sigma=0.0, n_samples=2)
+    assert smooth.output == "log_softmax"
+    torch.testing.assert_close(smooth.attribute(x, y), expected)
+    ig = IntegratedGradients(digits_model, n_steps=256, output="log_softmax").attribute(x, y)
+    with torch.no_grad():
+        log_p = F.log_softmax(digits_model(x), 1).gather(1, y[:, None])[:, 0]
+        log_p0 = F.log_softmax(digits_model(torch.zeros_like(x)), 1).gather(1, y[:, None])[:, 0]
+    torch.testing.assert_close(ig.flatten(1).sum(1), log_p - log_p0, rtol=0.02, atol=0.02)
+
+
+def test_unknown_output_is_refused() -> None:
+    with pytest.raises(RobustlensError, match="log_softmax"):
+        Saliency(_linear(), output="softmax")  # type: ignore[arg-type]

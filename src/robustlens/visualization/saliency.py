@@ -7,6 +7,11 @@ indices, or ``None`` for each image's predicted class. Images are pixels in [0, 
 adversarial alike); attributions are in logit units per pixel unit (gradients) or logit
 units (gradient x input, integrated gradients).
 
+``output`` chooses the differentiated score: ``"logit"`` (the target's logit, Captum's
+default) or ``"log_softmax"`` (log p(target | x), the log-probability used in the CSC413
+lecture; its gradient is the logit's minus the softmax-weighted mean of every logit's
+gradient, so it also shows what speaks *against* the other classes).
+
 - :class:`Saliency` — the vanilla gradient d logit / d x (Simonyan et al. 2014);
 - :class:`GradientXInput` — gradient times input (Shrikumar et al. 2016);
 - :class:`GuidedBackprop` — only positive gradients pass back through ReLUs, and only where
@@ -35,10 +40,12 @@ from robustlens.errors import RobustlensError
 from robustlens.visualization._hooks import check_images, module_training, resolve_targets
 from robustlens.visualization._relu import ReLUGradientMode
 
-__all__ = ["SALIENCY_METHODS", "Attribution", "GradientXInput", "GuidedBackprop", "IntegratedGradients",
-           "Saliency", "SmoothGrad", "Target", "saliency_method"]
+__all__ = ["OUTPUTS", "SALIENCY_METHODS", "Attribution", "GradientXInput", "GuidedBackprop", "IntegratedGradients",
+           "Output", "Saliency", "SmoothGrad", "Target", "saliency_method"]
 
 Target = int | torch.Tensor | list[int] | None
+Output = Literal["logit", "log_softmax"]
+OUTPUTS: tuple[str, ...] = ("logit", "log_softmax")
 
 
 class Attribution:
@@ -46,12 +53,16 @@ class Attribution:
 
     Args:
         model: a classifier taking (B, C, H, W) pixels in [0, 1] and returning logits.
+        output: the score differentiated: ``"logit"`` or ``"log_softmax"`` (log p(target | x)).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, output: Output = "logit") -> None:
         if not isinstance(model, nn.Module):
             raise RobustlensError(f"model must be an nn.Module; received {type(model).__name__}.")
+        if output not in OUTPUTS:
+            raise RobustlensError(f"output must be 'logit' or 'log_softmax'; received {output!r}.")
         self.model = model
+        self.output: Output = output
 
     def attribute(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
         """Attributions shaped like ``images``.
@@ -71,12 +82,13 @@ class Attribution:
         raise NotImplementedError
 
     def _gradient(self, x: torch.Tensor, target: Target) -> torch.Tensor:
-        """d logit[target] / d x for a (B, ...) batch."""
+        """d score[target] / d x for a (B, ...) batch (score: logits or log-softmax)."""
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             logits = self.model(x)
             t = resolve_targets(target, logits)
-            picked = logits.gather(1, t[:, None]).sum()
+            scores = logits.log_softmax(1) if self.output == "log_softmax" else logits
+            picked = scores.gather(1, t[:, None]).sum()
             (grad,) = torch.autograd.grad(picked, x)
         return grad.detach()
 
@@ -96,10 +108,11 @@ class Saliency(Attribution):
     Args:
         model: the classifier.
         absolute: return |gradient| (the usual saliency map) instead of the signed gradient.
+        output: the score differentiated: ``"logit"`` or ``"log_softmax"``.
     """
 
-    def __init__(self, model: nn.Module, absolute: bool = False) -> None:
-        super().__init__(model)
+    def __init__(self, model: nn.Module, absolute: bool = False, output: Output = "logit") -> None:
+        super().__init__(model, output)
         self.absolute = absolute
 
     def _attribute(self, images: torch.Tensor, target: Target) -> torch.Tensor:
@@ -108,7 +121,12 @@ class Saliency(Attribution):
 
 
 class GradientXInput(Attribution):
-    """Gradient times input (pixel values in [0, 1])."""
+    """Gradient times input (pixel values in [0, 1]).
+
+    Args:
+        model: the classifier.
+        output: the score differentiated: ``"logit"`` or ``"log_softmax"``.
+    """
 
     def _attribute(self, images: torch.Tensor, target: Target) -> torch.Tensor:
         return self._gradient(images, target) * images
@@ -124,6 +142,10 @@ class GuidedBackprop(Attribution):
     hooks are registered). ReLU6 passes gradients where 0 < x < 6. Not covered: ReLUs
     written as ``x.clamp(min=0)`` or ``torch.maximum(x, 0)``, and other activations (SiLU,
     GELU), whose gradients pass unchanged.
+
+    Args:
+        model: the classifier.
+        output: the score differentiated: ``"logit"`` or ``"log_softmax"``.
     """
 
     def _attribute(self, images: torch.Tensor, target: Target) -> torch.Tensor:
@@ -151,7 +173,8 @@ class IntegratedGradients(Attribution):
     """Integrated gradients from a baseline.
 
     ``(x - x0) * integral_0^1 grad f(x0 + a (x - x0)) da``; the attributions sum to
-    f(x) - f(x0) up to the quadrature error. Along the path the gradient of a ReLU network is
+    f(x) - f(x0) up to the quadrature error (f: the target's logit, or its log-probability
+    with ``output="log_softmax"``). Along the path the gradient of a ReLU network is
     piecewise constant, so the midpoint rule (the default) converges faster than
     Gauss-Legendre there; a trained 8 x 8 digits CNN is within 2% at 64 points and 0.5% at
     256 (check with the sums, as the tests do).
@@ -166,12 +189,13 @@ class IntegratedGradients(Attribution):
             ``"gausslegendre"`` (better for smooth models).
         batch_size: images x points per forward pass (default: all points of one image).
         blur_sigma: standard deviation of the blur baseline, pixels.
+        output: the score differentiated: ``"logit"`` or ``"log_softmax"``.
     """
 
     def __init__(self, model: nn.Module, baseline: Baseline = "black", n_steps: int = 64,
                  method: Literal["midpoint", "gausslegendre"] = "midpoint",
-                 batch_size: int | None = None, blur_sigma: float = 5.0) -> None:
-        super().__init__(model)
+                 batch_size: int | None = None, blur_sigma: float = 5.0, output: Output = "logit") -> None:
+        super().__init__(model, output)
         if method not in ("midpoint", "gausslegendre"):
             raise RobustlensError(f"method must be 'midpoint' or 'gausslegendre'; received "
                                   f"{method!r}.")
@@ -221,6 +245,8 @@ class IntegratedGradients(Attribution):
 class SmoothGrad(Attribution):
     """Any attribution averaged over noisy copies of the images.
 
+    The differentiated score (``output``) is the smoothed method's.
+
     Args:
         method: the attribution to smooth (e.g. ``Saliency(model)``, ``GuidedBackprop(model)``).
         sigma: noise standard deviation as a fraction of the pixel range [0, 1] (0.15: 15%).
@@ -238,7 +264,7 @@ class SmoothGrad(Attribution):
         if sigma < 0 or n_samples < 1:
             raise RobustlensError(f"need sigma >= 0 and n_samples >= 1; received sigma={sigma}, "
                                   f"n_samples={n_samples}.")
-        super().__init__(method.model)
+        super().__init__(method.model, method.output)
         self.method, self.sigma, self.n_samples = method, float(sigma), n_samples
         self.seed, self.squared, self.batch_size = seed, squared, batch_size
 
@@ -268,7 +294,7 @@ SALIENCY_METHODS = ("gradient", "gradient_x_input", "guided_backprop", "smoothgr
 
 
 def saliency_method(name: str, model: nn.Module, sigma: float, n_samples: int, *, ig_steps: int = 64,
-                    seed: int | None = None) -> Attribution:
+                    seed: int | None = None, output: Output = "logit") -> Attribution:
     """The attribution method named ``name`` (one of :data:`SALIENCY_METHODS`) for ``model``.
 
     Args:
@@ -278,20 +304,21 @@ def saliency_method(name: str, model: nn.Module, sigma: float, n_samples: int, *
         n_samples: SmoothGrad's noisy copies.
         ig_steps: integrated gradients' path steps.
         seed: SmoothGrad's noise seed (``None``: its default).
+        output: the score differentiated: ``"logit"`` or ``"log_softmax"``.
 
     Raises:
         RobustlensError: an unknown name.
     """
     if name == "gradient":
-        return Saliency(model)
+        return Saliency(model, output=output)
     if name == "gradient_x_input":
-        return GradientXInput(model)
+        return GradientXInput(model, output=output)
     if name == "guided_backprop":
-        return GuidedBackprop(model)
+        return GuidedBackprop(model, output=output)
     if name == "integrated_gradients":
-        return IntegratedGradients(model, n_steps=ig_steps)
+        return IntegratedGradients(model, n_steps=ig_steps, output=output)
     if name != "smoothgrad":
         raise RobustlensError(f"unknown saliency method {name!r}; expected one of {', '.join(SALIENCY_METHODS)}.")
     if seed is None:
-        return SmoothGrad(Saliency(model), sigma=sigma, n_samples=n_samples)
-    return SmoothGrad(Saliency(model), sigma=sigma, n_samples=n_samples, seed=seed)
+        return SmoothGrad(Saliency(model, output=output), sigma=sigma, n_samples=n_samples)
+    return SmoothGrad(Saliency(model, output=output), sigma=sigma, n_samples=n_samples, seed=seed)
