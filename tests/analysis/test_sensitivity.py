@@ -9,7 +9,7 @@ import torch
 
 from robustlens import create_model
 from robustlens.activations import record
-from robustlens.analysis import ChannelSensitivity, sensitivity, top_k_channels
+from robustlens.analysis import ChannelSensitivity, sensitivity, top_k_channels, top_k_neurons
 from robustlens.errors import RobustlensError
 
 
@@ -124,3 +124,60 @@ def test_top_k():
     assert len(per_layer) == 4 and (per_layer["rank"] == 1).all()
     expected = table.loc[table.groupby(["eps", "layer"])["sensitivity"].idxmax()]
     assert sorted(per_layer["sensitivity"]) == sorted(expected["sensitivity"])
+
+
+def test_class_filter_equals_filtering_by_hand(recorded, digits):
+    _, batches = recorded
+    labels = digits.labels[:96]
+    chosen = [3, 7]
+    filtered = ChannelSensitivity(neurons=True, classes=chosen)
+    by_hand = ChannelSensitivity(neurons=True)
+    for b, (clean, adv) in enumerate(batches):
+        y = labels[32 * b:32 * b + 32]
+        filtered.update(clean, adv, y)
+        keep = (y == 3) | (y == 7)
+        by_hand.update({k: v[keep] for k, v in clean.items()}, {k: v[keep] for k, v in adv.items()})
+    assert int(filtered.result()["n_images"].iloc[0]) == int(((labels == 3) | (labels == 7)).sum()) > 0
+    pd.testing.assert_frame_equal(filtered.result(), by_hand.result())
+    pd.testing.assert_frame_equal(filtered.layer_result(), by_hand.layer_result())
+    pd.testing.assert_frame_equal(filtered.neuron_result(), by_hand.neuron_result())
+    # and it differs from the unfiltered sensitivity
+    everything = ChannelSensitivity()
+    for clean, adv in batches:
+        everything.update(clean, adv)
+    assert not np.allclose(everything.result()["sensitivity"], filtered.result()["sensitivity"])
+    with pytest.raises(RobustlensError, match="labels"):
+        filtered.update(*batches[0])
+    for bad in ([], "3", [1.5], [-1]):
+        with pytest.raises(RobustlensError, match="class"):
+            ChannelSensitivity(classes=bad)
+
+
+def test_neuron_level_ranking(recorded):
+    _, batches = recorded
+    red = ChannelSensitivity(neurons=True)
+    for clean, adv in batches:
+        red.update(clean, adv)
+    table = red.neuron_result()
+    layer = table[table["layer"] == "features.4"]
+    clean = torch.cat([c["features.4"] for c, _ in batches])
+    adv = torch.cat([a["features.4"] for _, a in batches])
+    by_hand = (clean - adv).abs().double().mean(0)  # (C, H, W) per neuron
+    assert len(layer) == by_hand.numel()
+    np.testing.assert_allclose(layer["sensitivity"], by_hand.flatten().numpy(), rtol=1e-10)
+    c, h, w = by_hand.shape
+    best = int(by_hand.flatten().argmax())
+    top = top_k_neurons(table, 3, per_layer=True)
+    first = top[(top["layer"] == "features.4") & (top["rank"] == 1)].iloc[0]
+    assert first["neuron"] == best and first["channel"] == best // (h * w)
+    assert first["position"] == best % (h * w) and first["unit"] == f"features.4#{best // (h * w)}"
+    assert len(top) == 3 * table["layer"].nunique()
+    # neuron_result(k) keeps each layer's k largest: the same rows as ranking per layer
+    kept = red.neuron_result(3).sort_values(["layer", "neuron"]).reset_index(drop=True)
+    ranked = top.drop(columns="rank").sort_values(["layer", "neuron"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, ranked, check_dtype=False)
+    # the channel ranking can differ from the neuron ranking: a channel is a mean over positions
+    overall = top_k_neurons(table, 5)
+    assert overall["sensitivity"].is_monotonic_decreasing
+    with pytest.raises(RobustlensError, match="neuron"):
+        top_k_neurons(red.result(), 2)

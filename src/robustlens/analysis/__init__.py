@@ -44,6 +44,7 @@ from robustlens.analysis.sensitivity import (
     sensitivity,
     top_k_channels,
 )
+from robustlens.analysis.sensitivity import top_k_neurons
 
 __all__ = [
     "RDM",
@@ -76,4 +77,5 @@ __all__ = [
     "rdm",
     "sensitivity",
     "top_k_channels",
+    "top_k_neurons",
 ]

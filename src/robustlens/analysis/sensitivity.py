@@ -10,7 +10,10 @@ a neuron, H x W for a channel of a (C, H, W) map (1 for a unit of a (D,) vector)
 activation size for a layer. Units are those of the activation itself. A layer untouched by
 the perturbation has sigma = 0. The most sensitive channels (``top_k_channels``) are the
 units to visualise with activation maximization; their ``unit`` column is the
-``"layer#channel"`` address (:mod:`robustlens.activations.layers`).
+``"layer#channel"`` address (:mod:`robustlens.activations.layers`). Neuron-level rankings
+(one value per element of the activation, not per channel) come from
+:meth:`ChannelSensitivity.neuron_result` and :func:`top_k_neurons`; ``classes`` restricts
+the image pairs to chosen classes (S2's "flamingos").
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ import torch
 from robustlens.activations.layers import format_channel
 from robustlens.errors import RobustlensError
 
-__all__ = ["ChannelSensitivity", "SensitivityLevel", "sensitivity", "top_k_channels"]
+__all__ = ["ChannelSensitivity", "SensitivityLevel", "sensitivity", "top_k_channels", "top_k_neurons"]
 
 SensitivityLevel = Literal["neuron", "channel", "layer"]
 
 _CHANNEL_COLUMNS = ["layer", "layer_index", "channel", "unit", "n_images", "sensitivity", "std",
                     "sem"]
+_NEURON_COLUMNS = ["layer", "layer_index", "neuron", "channel", "position", "unit", "n_images",
+                   "sensitivity"]
 _LAYER_COLUMNS = ["layer", "layer_index", "n_channels", "n_features", "n_images", "sensitivity",
                   "std", "sem"]
 
@@ -89,13 +94,26 @@ class ChannelSensitivity:
     changes (one value per element of the activation). Memory does not grow with the number
     of images.
 
+    With ``classes``, only the image pairs whose true label is one of them count (the
+    labels are then passed to :meth:`update`): the result equals that of the unfiltered
+    reducer fed only those images.
+
     Args:
-        neurons: also keep per-neuron sums (``neuron_sensitivity``); costs one float64 per
-            element of each layer's activation.
+        neurons: also keep per-neuron sums (``neuron_sensitivity``, ``neuron_result``); costs
+            one float64 per element of each layer's activation.
+        classes: class indices whose images count; ``None`` for every image.
     """
 
-    def __init__(self, neurons: bool = False) -> None:
+    def __init__(self, neurons: bool = False, classes: Sequence[int] | None = None) -> None:
         self.neurons = neurons
+        if classes is not None:
+            if isinstance(classes, str | bytes) or not all(
+                    isinstance(c, int | np.integer) and not isinstance(c, bool) and c >= 0 for c in classes):
+                raise RobustlensError(f"classes must be a list of class indices (integers >= 0); "
+                                      f"received {classes!r}.")
+            if len(classes) == 0:
+                raise RobustlensError("classes must name at least one class index, or be None for all.")
+        self.classes = None if classes is None else tuple(int(c) for c in classes)
         self._reset()
 
     def _reset(self) -> None:
@@ -107,14 +125,32 @@ class ChannelSensitivity:
         self._shape: dict[str, tuple[int, ...]] = {}
 
     def update(self, clean: Mapping[str, torch.Tensor],
-               adversarial: Mapping[str, torch.Tensor]) -> None:
-        """Add a batch: both map layer name -> (B, ...) activation of the same images."""
+               adversarial: Mapping[str, torch.Tensor], labels: torch.Tensor | None = None) -> None:
+        """Add a batch: both map layer name -> (B, ...) activation of the same images.
+
+        Args:
+            clean: layer name -> (B, ...) activations of the clean images.
+            adversarial: layer name -> (B, ...) activations of their adversarial pairs.
+            labels: (B,) true classes; required when the reducer has ``classes``.
+        """
         missing = [k for k in clean if k not in adversarial]
         if missing:
             raise RobustlensError(f"layers recorded on clean but not on adversarial images: "
                                   f"{missing[:5]}")
+        keep: torch.Tensor | None = None
+        if self.classes is not None:
+            if labels is None:
+                raise RobustlensError("this sensitivity is restricted to classes "
+                                      f"{list(self.classes)}: pass the batch's labels to update().")
+            chosen = torch.tensor(self.classes, device=labels.device)
+            keep = torch.isin(labels, chosen)
         for layer, a in clean.items():
-            diff = _abs_change(a, adversarial[layer])
+            b = adversarial[layer]
+            if keep is not None:
+                if a.shape[0] != keep.shape[0]:
+                    raise RobustlensError(f"layer {layer!r} has {a.shape[0]} rows but {keep.shape[0]} labels.")
+                a, b = a[keep.to(a.device)], b[keep.to(b.device)]
+            diff = _abs_change(a, b)
             if diff.shape[0] == 0:
                 continue
             shape = tuple(diff.shape[1:])
@@ -210,6 +246,40 @@ class ChannelSensitivity:
             raise RobustlensError(f"layer {layer!r} has not been seen; seen: {self._order[:10]}")
         return (self._neuron[layer] / self._n[layer]).cpu()
 
+    def neuron_result(self, k: int | None = None) -> pd.DataFrame:
+        """One row per neuron (element of the activation), optionally only the ``k`` most
+        sensitive of each layer.
+
+        Columns: ``layer, layer_index, neuron`` (flat index into one image's activation),
+        ``channel`` (index 1 of the activation), ``position`` (flat index within that
+        channel's positions; 0 for a vector), ``unit`` (the channel's ``"layer#channel"``
+        address), ``n_images, sensitivity``. Rank them with :func:`top_k_neurons`.
+
+        Args:
+            k: neurons kept per layer (the most sensitive); ``None`` keeps every neuron.
+        """
+        if not self.neurons:
+            raise RobustlensError("per-neuron sums were not kept; use ChannelSensitivity(neurons=True).")
+        if k is not None and k < 1:
+            raise RobustlensError(f"k must be >= 1 or None; received {k}.")
+        frames = []
+        for i, layer in enumerate(self._order):
+            if layer not in self._neuron:
+                continue
+            values = self.neuron_sensitivity(layer).flatten()
+            positions = math.prod(self._shape[layer][1:])
+            index = torch.arange(values.numel()) if k is None else \
+                values.argsort(descending=True, stable=True)[:k]
+            channel = (index // positions).numpy()
+            frames.append(pd.DataFrame({
+                "layer": layer, "layer_index": i, "neuron": index.numpy(), "channel": channel,
+                "position": (index % positions).numpy(),
+                "unit": [format_channel(layer, c) for c in channel], "n_images": int(self._n[layer]),
+                "sensitivity": values[index].numpy()}))
+        if not frames:
+            return pd.DataFrame(columns=_NEURON_COLUMNS)
+        return pd.concat(frames, ignore_index=True)[_NEURON_COLUMNS]
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         state: dict[str, torch.Tensor] = {}
         for layer in self._order:
@@ -260,8 +330,8 @@ def top_k_channels(table: pd.DataFrame, k: int = 10, *, per_layer: bool = False,
     if missing:
         raise RobustlensError(f"the table lacks columns {sorted(missing)}; pass "
                               "ChannelSensitivity.result() rows.")
-    groups = list(by) if by is not None else [c for c in table.columns
-                                              if c not in _CHANNEL_COLUMNS]
+    result_columns = {*_CHANNEL_COLUMNS, *_NEURON_COLUMNS}
+    groups = list(by) if by is not None else [c for c in table.columns if c not in result_columns]
     if per_layer:
         groups.append("layer")
     ranked = table.sort_values("sensitivity", ascending=False, kind="stable")
@@ -272,3 +342,22 @@ def top_k_channels(table: pd.DataFrame, k: int = 10, *, per_layer: bool = False,
     else:
         ranked = ranked.head(k).assign(rank=range(1, min(k, len(ranked)) + 1))
     return ranked.reset_index(drop=True)
+
+
+def top_k_neurons(table: pd.DataFrame, k: int = 10, *, per_layer: bool = False,
+                  by: Sequence[str] | None = None) -> pd.DataFrame:
+    """The ``k`` most sensitive neurons, overall or per layer, in each group of a table.
+
+    Args:
+        table: :meth:`ChannelSensitivity.neuron_result` rows, possibly several concatenated
+            with extra columns (``model``, ``attack``, ``eps``, ...).
+        k: neurons to keep per group.
+        per_layer: rank within each layer instead of across all layers.
+        by: grouping columns; default: every column that is not a result column.
+
+    Returns:
+        The selected rows, sorted by group then decreasing sensitivity, with a ``rank`` column.
+    """
+    if "neuron" not in table.columns:
+        raise RobustlensError("the table lacks a 'neuron' column; pass ChannelSensitivity.neuron_result() rows.")
+    return top_k_channels(table, k, per_layer=per_layer, by=by)
