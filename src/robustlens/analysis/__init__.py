@@ -43,8 +43,8 @@ from robustlens.analysis.sensitivity import (
     SensitivityLevel,
     sensitivity,
     top_k_channels,
+    top_k_neurons,
 )
-from robustlens.analysis.sensitivity import top_k_neurons
 
 __all__ = [
     "RDM",
