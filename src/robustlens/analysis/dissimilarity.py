@@ -7,6 +7,16 @@ Spearman rank correlation (ties get their average rank, as in ``scipy.stats.spea
 the cosine similarity (no centering). Values can be taken per image and layer
 (:func:`dissimilarity`, :class:`LayerDissimilarity`) or per image and channel, each channel's
 map flattened on its own (:func:`channel_dissimilarity`, :class:`ChannelDissimilarity`).
+
+S1's single-image curves need the values of individual images: :class:`ImageDissimilarity`
+keeps them for the first ``n_images`` images of a stream (memory proportional to the images
+kept). Layers where ``1 - r`` is undefined (a constant activation: r is 0 / 0) or exactly 0
+(clean and adversarial activations identical, or an exact affine function of each other;
+``|1 - r| <= 1e-12``, float64 rounding)
+are the S1 "dips"; :func:`flag_layers` and the per-image ``flag`` / ``reason`` columns name
+them with their cause. robustlens records every call of a reused module and copies in-place
+outputs (:mod:`robustlens.activations`), so a flagged zero is a property of the network and
+the perturbation, not an artifact of the recorder.
 """
 
 from __future__ import annotations
@@ -24,15 +34,18 @@ from robustlens.errors import RobustlensError
 __all__ = [
     "ChannelDissimilarity",
     "DissimilarityMetric",
+    "ImageDissimilarity",
     "LayerDissimilarity",
     "channel_dissimilarity",
     "dissimilarity",
+    "flag_layers",
     "pearson_dissimilarity",
     "rank_rows",
 ]
 
 DissimilarityMetric = Literal["pearson", "spearman", "cosine"]
 _METRICS = ("pearson", "spearman", "cosine")
+_ZERO = 1e-12  # |1 - r| at or below this counts as exactly 0 (float64 rounding of r = 1)
 
 
 def rank_rows(x: torch.Tensor) -> torch.Tensor:
@@ -135,7 +148,7 @@ def _summary(n: float, s: float, ss: float) -> tuple[float, float, float]:
 
 
 class _LayerSums:
-    """Per-layer float64 sums ``[n, sum, sum of squares, n_undefined]`` (per channel or not):
+    """Per-layer float64 sums ``[n, sum, sum of squares, n_undefined, n_zero]`` (per channel or not):
     the state both dissimilarity reducers keep, add, merge and checkpoint."""
 
     def __init__(self, metric: DissimilarityMetric = "pearson") -> None:
@@ -155,11 +168,11 @@ class _LayerSums:
 
     @staticmethod
     def _sums(d: torch.Tensor) -> torch.Tensor:
-        """Sums over images (dim 0) of the defined values of ``d``, shape ``d.shape[1:] + (4,)``."""
+        """Sums over images (dim 0) of the defined values of ``d``, shape ``d.shape[1:] + (5,)``."""
         ok = ~torch.isnan(d)
         dv = torch.where(ok, d, torch.zeros_like(d)).double()
-        return torch.stack([ok.sum(0).double(), dv.sum(0), (dv * dv).sum(0), (~ok).sum(0).double()],
-                           dim=-1).cpu()
+        return torch.stack([ok.sum(0).double(), dv.sum(0), (dv * dv).sum(0), (~ok).sum(0).double(),
+                            (ok & (dv.abs() <= _ZERO)).sum(0).double()], dim=-1).cpu()
 
     def _add(self, layer: str, table: torch.Tensor) -> None:
         if layer not in self._stats:
@@ -180,15 +193,19 @@ class _LayerSums:
         return {layer: self._stats[layer].clone() for layer in self._order}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self._order, self._stats = list(state), {k: v.clone().double() for k, v in state.items()}
+        def widened(v: torch.Tensor) -> torch.Tensor:  # states written before n_zero was kept
+            v = v.clone().double()
+            return torch.cat([v, torch.zeros_like(v[..., :1])], dim=-1) if v.shape[-1] == 4 else v
+
+        self._order, self._stats = list(state), {k: widened(v) for k, v in state.items()}
 
 
 class LayerDissimilarity(_LayerSums):
     """Streaming mean and standard error of :func:`dissimilarity` per layer.
 
-    Keeps, per layer, the count, sum and sum of squares (float64) of the defined values and
-    the count of undefined ones (a constant activation, e.g. an all-zero ReLU map), so its
-    memory does not grow with the number of images.
+    Keeps, per layer, the count, sum and sum of squares (float64) of the defined values, the
+    count of undefined ones (a constant activation, e.g. an all-zero ReLU map) and of exact
+    zeros, so its memory does not grow with the number of images.
 
     Args:
         metric: ``"pearson"`` (the S1 measure), ``"spearman"`` or ``"cosine"``.
@@ -201,15 +218,16 @@ class LayerDissimilarity(_LayerSums):
             self._add(layer, self._sums(dissimilarity(a, adversarial[layer], self.metric)))
 
     def result(self) -> pd.DataFrame:
-        """One row per layer: ``layer, layer_index, n_images, mean, std, sem, n_undefined``."""
+        """One row per layer: ``layer, layer_index, n_images, mean, std, sem, n_undefined,
+        n_zero`` (``n_images`` counts the defined values; :func:`flag_layers` adds the flags)."""
         rows = []
         for i, layer in enumerate(self._order):
-            n, s, ss, und = self._stats[layer].tolist()
+            n, s, ss, und, zero = self._stats[layer].tolist()
             mean, std, sem = _summary(n, s, ss)
             rows.append({"layer": layer, "layer_index": i, "n_images": int(n), "mean": mean,
-                         "std": std, "sem": sem, "n_undefined": int(und)})
+                         "std": std, "sem": sem, "n_undefined": int(und), "n_zero": int(zero)})
         return pd.DataFrame(rows, columns=["layer", "layer_index", "n_images", "mean", "std", "sem",
-                                           "n_undefined"])
+                                           "n_undefined", "n_zero"])
 
 
 class ChannelDissimilarity(_LayerSums):
@@ -232,12 +250,156 @@ class ChannelDissimilarity(_LayerSums):
 
     def result(self) -> pd.DataFrame:
         """One row per layer x channel: ``layer, layer_index, channel, n_images, mean, std,
-        sem, n_undefined``."""
+        sem, n_undefined, n_zero``."""
         rows = []
         for i, layer in enumerate(self._order):
-            for c, (n, s, ss, und) in enumerate(self._stats[layer].tolist()):
+            for c, (n, s, ss, und, zero) in enumerate(self._stats[layer].tolist()):
                 mean, std, sem = _summary(n, s, ss)
                 rows.append({"layer": layer, "layer_index": i, "channel": c, "n_images": int(n),
-                             "mean": mean, "std": std, "sem": sem, "n_undefined": int(und)})
+                             "mean": mean, "std": std, "sem": sem, "n_undefined": int(und),
+                             "n_zero": int(zero)})
         return pd.DataFrame(rows, columns=["layer", "layer_index", "channel", "n_images", "mean",
-                                           "std", "sem", "n_undefined"])
+                                           "std", "sem", "n_undefined", "n_zero"])
+
+
+_REASONS = {
+    "undefined_clean": "1 - r undefined: the clean activation is constant (e.g. an all-zero ReLU map), r = 0/0",
+    "undefined_adversarial": "1 - r undefined: the adversarial activation is constant, r = 0/0",
+    "undefined_both": "1 - r undefined: clean and adversarial activations are both constant, r = 0/0",
+    "zero_identical": "1 - r = 0: clean and adversarial activations are identical (the perturbation does "
+                      "not reach this layer, or the layer removes it)",
+    "zero_affine": "1 - r = 0: the adversarial activation is an exact affine function of the clean one",
+}
+IMAGE_COLUMNS = ["image", "layer", "layer_index", "dissimilarity", "flag", "reason"]
+
+
+def _flags(clean: torch.Tensor, adversarial: torch.Tensor, d: torch.Tensor) -> list[str]:
+    """Per image (rows of two (B, n) tensors), the flag of its ``1 - r`` (``""`` when regular)."""
+    const_c = (clean == clean[:, :1]).all(1)
+    const_a = (adversarial == adversarial[:, :1]).all(1)
+    same = (clean == adversarial).all(1)
+    out = []
+    for k in range(d.shape[0]):
+        if bool(const_c[k]) or bool(const_a[k]) or math.isnan(float(d[k])):
+            out.append("undefined_both" if const_c[k] and const_a[k] else
+                       "undefined_clean" if const_c[k] else "undefined_adversarial")
+        elif abs(float(d[k])) <= _ZERO:
+            out.append("zero_identical" if same[k] else "zero_affine")
+        else:
+            out.append("")
+    return out
+
+
+class ImageDissimilarity:
+    """Per-image ``1 - r`` per layer for the first ``n_images`` images of a stream (S1's
+    single-image curves), each value flagged when undefined or exactly 0.
+
+    Images are numbered by their position in the data order (``offset`` of each batch), so
+    the kept images and the table do not depend on how batches were split, resumed or
+    shared between workers. Memory: one float per kept image and layer.
+
+    Args:
+        n_images: images kept (the first ones by position).
+        metric: ``"pearson"`` (the S1 measure), ``"spearman"`` or ``"cosine"``.
+    """
+
+    def __init__(self, n_images: int = 8, metric: DissimilarityMetric = "pearson") -> None:
+        if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
+            raise RobustlensError(f"n_images must be an integer >= 1; received {n_images!r}.")
+        _check_metric(metric)
+        self.n_images, self.metric = n_images, metric
+        self._order: list[str] = []
+        self._rows: dict[str, dict[int, tuple[float, str]]] = {}
+
+    def update(self, clean: Mapping[str, torch.Tensor], adversarial: Mapping[str, torch.Tensor],
+               offset: int = 0) -> None:
+        """Add a batch whose first image is image ``offset`` of the stream.
+
+        Args:
+            clean: layer name -> (B, ...) clean activations.
+            adversarial: layer name -> (B, ...) adversarial activations of the same images.
+            offset: position of the batch's first image in the data order.
+        """
+        room = self.n_images - offset
+        if room <= 0:
+            return
+        for layer, a in _LayerSums._pairs(clean, adversarial).items():
+            b = adversarial[layer]
+            _check_pair(a, b)
+            a, b = a[:room].detach(), b[:room].detach()
+            flat_a, flat_b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+            d = _one_minus_r(flat_a, flat_b, self.metric).cpu()
+            flags = _flags(flat_a, flat_b, d)
+            if layer not in self._rows:
+                self._order.append(layer)
+                self._rows[layer] = {}
+            for k in range(d.shape[0]):
+                self._rows[layer][offset + k] = (float(d[k]), flags[k])
+
+    def merge(self, other: ImageDissimilarity) -> ImageDissimilarity:
+        """Add ``other``'s images (other batches of the same stream) and return this reducer."""
+        for layer in other._order:
+            if layer not in self._rows:
+                self._order.append(layer)
+                self._rows[layer] = {}
+            self._rows[layer].update(other._rows[layer])
+        return self
+
+    def result(self) -> pd.DataFrame:
+        """One row per kept image x layer: ``image, layer, layer_index, dissimilarity, flag,
+        reason`` (``flag`` is ``""`` or one of ``undefined_clean``, ``undefined_adversarial``,
+        ``undefined_both``, ``zero_identical``, ``zero_affine``; ``reason`` says it in words)."""
+        rows = [{"image": image, "layer": layer, "layer_index": i, "dissimilarity": d, "flag": flag,
+                 "reason": _REASONS.get(flag, "")}
+                for i, layer in enumerate(self._order) for image, (d, flag) in sorted(self._rows[layer].items())]
+        df = pd.DataFrame(rows, columns=IMAGE_COLUMNS)
+        return df.sort_values(["image", "layer_index"], kind="stable").reset_index(drop=True)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Per layer, a (n, 3) float64 tensor: image, value, flag code."""
+        codes = ["", *_REASONS]
+        return {layer: torch.tensor([[img, d, codes.index(f)] for img, (d, f) in self._rows[layer].items()],
+                                    dtype=torch.float64).reshape(-1, 3)
+                for layer in self._order}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        codes = ["", *_REASONS]
+        self._order = list(state)
+        self._rows = {layer: {int(r[0]): (float(r[1]), codes[int(r[2])]) for r in t.tolist()}
+                      for layer, t in state.items()}
+
+
+def flag_layers(table: pd.DataFrame) -> pd.DataFrame:
+    """Add ``flag`` and ``reason`` columns to a per-layer table (:meth:`LayerDissimilarity.result`).
+
+    ``flag`` is ``""`` for a regular layer, ``"undefined"`` when 1 - r is undefined for every
+    image, ``"partly_undefined"`` when for some, ``"zero"`` when it is exactly 0 for every
+    image with a defined value; ``reason`` explains it.
+
+    Args:
+        table: rows with ``n_images`` (defined values), ``n_undefined`` and ``n_zero`` columns.
+
+    Returns:
+        A copy of ``table`` with the two columns added.
+    """
+    missing = {"n_images", "n_undefined", "n_zero"} - set(table.columns)
+    if missing:
+        raise RobustlensError(f"the table lacks columns {sorted(missing)}; pass LayerDissimilarity.result().")
+    flags, reasons = [], []
+    for n, und, zero in zip(table["n_images"], table["n_undefined"], table["n_zero"], strict=True):
+        if n == 0 and und > 0:
+            flags.append("undefined")
+            reasons.append(f"1 - r undefined for all {und} images: a constant activation (e.g. an all-zero "
+                           "ReLU map), r = 0/0")
+        elif n > 0 and zero == n:
+            flags.append("zero")
+            reasons.append(f"1 - r = 0 for all {n} images: clean and adversarial activations identical (or "
+                           "exactly affine): the perturbation does not reach this layer")
+        elif und > 0:
+            flags.append("partly_undefined")
+            reasons.append(f"1 - r undefined for {und} of {n + und} images (constant activations); the mean "
+                           "is over the others")
+        else:
+            flags.append("")
+            reasons.append("")
+    return table.assign(flag=flags, reason=reasons)
