@@ -138,3 +138,39 @@ def test_image_dissimilarity_on_a_trained_cnn_matches_the_layer_means(digits_mod
     per_layer = images.result().groupby("layer")["dissimilarity"].mean()
     expected = means.result().set_index("layer")["mean"]
     np.testing.assert_allclose(per_layer.loc[expected.index], expected, rtol=1e-10)
+
+
+def test_depth_figures_put_models_on_one_axis_and_mark_flags() -> None:
+    from robustlens.analysis.depth_plots import plot_dissimilarity_over_depth, plot_image_dissimilarity
+
+    rows = []
+    for model, n_layers in (("resnet", 9), ("vone", 5)):
+        for i in range(n_layers):
+            rows.append({"model": model, "layer": f"l{i}", "layer_index": i, "n_images": 4 if i != 2 else 0,
+                         "mean": 0.1 * i if i != 2 else math.nan, "std": 0.01, "sem": 0.005,
+                         "n_undefined": 4 if i == 2 else 0, "n_zero": 4 if i == 1 else 0})
+    fig = plot_dissimilarity_over_depth(pd.DataFrame(rows))
+    (ax,) = fig.axes
+    lines = ax.get_lines()
+    assert len(lines) == 2  # both models on one axis
+    for line in lines:
+        x = line.get_xdata()
+        assert x[0] == 0.0 and x[-1] == 1.0  # relative depth
+    from matplotlib.collections import PathCollection
+
+    # per model: one undefined cross, one zero circle
+    markers = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(markers) == 4 and all(len(c.get_offsets()) == 1 for c in markers)
+    assert "l2 undefined" in fig.texts[0].get_text() and "l1 exactly 0" in fig.texts[0].get_text()
+    images = ImageDissimilarity(n_images=2)
+    g = torch.Generator().manual_seed(0)
+    a = {f"l{i}": torch.randn(2, 6, generator=g) for i in range(3)}
+    b = {k: v + 0.3 * torch.randn(v.shape, generator=g) for k, v in a.items()}
+    b["l1"] = a["l1"].clone()
+    images.update(a, b)
+    table = pd.concat([images.result().assign(model="m1"), images.result().assign(model="m2")])
+    fig = plot_image_dissimilarity(table, image=1)
+    assert len(fig.axes[0].get_lines()) == 2 and "image 1" in fig.axes[0].get_title()
+    assert "l1 exactly 0" in fig.texts[0].get_text()
+    with pytest.raises(RobustlensError, match="image 5"):
+        plot_image_dissimilarity(table, image=5)

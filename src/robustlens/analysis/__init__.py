@@ -14,9 +14,11 @@ from robustlens.analysis.correlation import correlate, correlate_tables
 from robustlens.analysis.dissimilarity import (
     ChannelDissimilarity,
     DissimilarityMetric,
+    ImageDissimilarity,
     LayerDissimilarity,
     channel_dissimilarity,
     dissimilarity,
+    flag_layers,
     pearson_dissimilarity,
     rank_rows,
 )
@@ -56,6 +58,7 @@ __all__ = [
     "ClassRDM",
     "CompareMethod",
     "DissimilarityMetric",
+    "ImageDissimilarity",
     "LayerDissimilarity",
     "RDMMetric",
     "Reducer",
@@ -68,6 +71,7 @@ __all__ = [
     "correlate_tables",
     "dimension_from_variances",
     "dissimilarity",
+    "flag_layers",
     "manifold_dimension",
     "participation_ratio",
     "pca_images",
