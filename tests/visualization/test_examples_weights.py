@@ -91,3 +91,54 @@ def test_first_layer_figure_and_gabor_layout() -> None:
     assert isinstance(plot_gabor_layout(vone), Figure)
     maps = {"gradient": torch.randn(2, 1, 8, 8)}
     assert isinstance(plot_saliency(torch.rand(2, 1, 8, 8), maps), Figure)
+
+
+def test_dataset_examples_on_the_train_split_use_dataset_indices(trained_digits_cnn) -> None:
+    from robustlens.data import load_digits
+    from robustlens.visualization.examples import dataset_examples
+
+    train = load_digits("train")
+    units = ["features.1#2", "features.4#0"]
+    sets = dataset_examples(trained_digits_cnn, units, train, k=4, batch_size=100)
+    with torch.no_grad():
+        maps = trained_digits_cnn.features[:2](trained_digits_cnn.normalize(train.images))[:, 2]
+    expected = maps.flatten(1).amax(1).double().topk(4)
+    assert [s.unit for s in sets] == units
+    torch.testing.assert_close(sets[0].values, expected.values)
+    assert sets[0].indices.tolist() == expected.indices.tolist()  # indices into the train split
+    assert torch.equal(sets[0].images, train.images[expected.indices])
+    # the same as one reducer fed the whole split
+    one = DatasetExamples(trained_digits_cnn, units[1], k=4).update(train.images).result()
+    assert sets[1].indices.tolist() == one.indices.tolist()
+    # a bounded, seeded draw of images: only those indices can come back
+    drawn = dataset_examples(trained_digits_cnn, units[:1], train, k=3, n_images=50, seed=1)[0]
+    pool = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))[:50]
+    assert set(drawn.indices.tolist()) <= set(pool.tolist())
+    with pytest.raises(RobustlensError, match="unit"):
+        dataset_examples(trained_digits_cnn, [], train)
+
+
+def test_dataset_examples_read_an_imagenet_folder_lazily(tmp_path) -> None:
+    import sys
+    from pathlib import Path
+
+    from robustlens.data import load_imagenet
+    from robustlens.visualization.examples import dataset_examples
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "data"))
+    from _fake_imagenet import make_fake_imagenet
+
+    root = make_fake_imagenet(tmp_path, ["n01440764", "n01443537"], per_class=5, size=(48, 40), splits=("train",))
+    data = load_imagenet(root, "train", resize=36, crop=32)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    calls: list[int] = []
+    original = data.get_batch
+    object.__setattr__(data, "get_batch", lambda idx: calls.append(len(idx)) or original(idx))
+    (found,) = dataset_examples(model, ["0#1"], data, k=3, batch_size=4)
+    assert calls == [4, 4, 2]  # decoded batch by batch
+    images, _ = original(torch.arange(len(data)))
+    with torch.no_grad():
+        expected = torch.relu(model[0](images))[:, 1].flatten(1).amax(1).double().topk(3)
+    torch.testing.assert_close(found.values, expected.values)
+    assert found.images.shape == (3, 3, 32, 32)

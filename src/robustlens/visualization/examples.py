@@ -7,21 +7,27 @@ the receptive-field crop around it. The receptive field is measured, not derived
 architecture: the bounding box of the input pixels with a non-zero gradient of the unit at
 that position, over a few random probe images (:func:`receptive_field`), so it works for
 any model, including pooling, padding and strided or dilated convolutions.
+
+:func:`dataset_examples` runs the reducers of several units over any dataset (the embedded
+train or test splits, or an ImageNet folder read lazily batch by batch) in one pass: one
+forward per batch for all units, only the current top-k images kept in memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from robustlens.activations.layers import ChannelRef
+from robustlens.data.dataset import Dataset
 from robustlens.errors import RobustlensError
 from robustlens.visualization._hooks import capture, check_images, module_training
 from robustlens.visualization.objectives import parse_unit
 
-__all__ = ["DatasetExamples", "ExampleSet", "receptive_field"]
+__all__ = ["DatasetExamples", "ExampleSet", "dataset_examples", "receptive_field"]
 
 
 def receptive_field(model: nn.Module, layer: str, position: tuple[int, ...],
@@ -68,7 +74,8 @@ class ExampleSet:
         unit: the channel (``"layer#C"``).
         images: (k, C, H, W) the images, pixels in [0, 1] (CPU).
         values: (k,) the unit's maximum over positions in each image (activation units).
-        indices: (k,) the images' positions in the stream of ``update`` calls.
+        indices: (k,) the images' indices: their dataset indices when ``update`` was given
+            them, else their positions in the stream of ``update`` calls.
         positions: (k, 2) (y, x) of the maximum in the activation map (empty columns for a
             (B, C) vector layer).
         boxes: (k, 4) receptive-field boxes (top, left, bottom, right) in pixels.
@@ -103,19 +110,38 @@ class DatasetExamples:
         self._indices = torch.zeros(0, dtype=torch.long)
         self._positions = torch.zeros(0, 0, dtype=torch.long)
 
-    def update(self, images: torch.Tensor) -> DatasetExamples:
-        """Add a (B, C, H, W) batch of pixels in [0, 1]; returns ``self``."""
+    def update(self, images: torch.Tensor, indices: torch.Tensor | None = None) -> DatasetExamples:
+        """Add a batch; returns ``self``.
+
+        Args:
+            images: (B, C, H, W) pixels in [0, 1].
+            indices: (B,) the images' dataset indices; default their positions in the stream.
+        """
         check_images(images)
         with module_training(self.model, False), torch.no_grad():
             _, acts = capture(self.model, images, [self.ref.layer], need_output=False)
-        a = self.ref.select(acts[self.ref.layer]).detach()
+        return self.update_activation(acts[self.ref.layer], images, indices)
+
+    def update_activation(self, activation: torch.Tensor, images: torch.Tensor,
+                          indices: torch.Tensor | None = None) -> DatasetExamples:
+        """Add a batch whose activations of the unit's layer were recorded already.
+
+        Args:
+            activation: (B, C, ...) output of the unit's layer for ``images``.
+            images: (B, C, H, W) the images, pixels in [0, 1].
+            indices: (B,) the images' dataset indices; default their positions in the stream.
+        """
+        if indices is not None and len(indices) != len(images):
+            raise RobustlensError(f"indices must hold one index per image ({len(images)}); received {len(indices)}.")
+        a = self.ref.select(activation).detach()
         flat = a.reshape(a.shape[0], -1)
         values, where = flat.max(1)
         if a.ndim > 1:
             pos = torch.stack(torch.unravel_index(where, a.shape[1:]), 1)
         else:
             pos = torch.zeros(a.shape[0], 0, dtype=torch.long, device=a.device)
-        idx = torch.arange(self.n_seen, self.n_seen + len(images))
+        idx = torch.arange(self.n_seen, self.n_seen + len(images)) if indices is None \
+            else torch.as_tensor(indices).long().cpu()
         self.n_seen += len(images)
         self._add(images.detach().cpu(), values.double().cpu(), idx, pos.cpu())
         return self
@@ -160,3 +186,51 @@ class DatasetExamples:
             crops.append(img[:, t:b, left:r].clone())
         return ExampleSet(str(self.ref), self._images, self._values, self._indices,
                           self._positions, torch.tensor(boxes, dtype=torch.long), tuple(crops))
+
+
+def dataset_examples(model: nn.Module, units: Sequence[str | ChannelRef], data: Dataset, *, k: int = 9,
+                     batch_size: int = 64, n_images: int | None = None, seed: int = 0,
+                     device: torch.device | str | None = None, n_probes: int = 8) -> list[ExampleSet]:
+    """The top-k dataset examples of several units, in one streaming pass over ``data``.
+
+    Works for any dataset of :mod:`robustlens.data` — the embedded Fashion-MNIST or digits
+    (``load_dataset(name, "train")`` for the training images, as in the CSC413 lecture, or
+    ``"test"``) and ImageNet folders, whose images are decoded batch by batch (memory: one
+    batch plus the k kept images per unit).
+
+    Args:
+        model: the model (eval mode while it runs; restored afterwards).
+        units: ``"layer#C"`` (or Lucent's ``"layer:C"``) addresses.
+        data: the dataset.
+        k: examples per unit.
+        batch_size: images per forward pass.
+        n_images: look at this many images, drawn without replacement with ``seed``
+            (a 1.2M-image ImageNet train split needs a bound); ``None`` for all.
+        seed: seed of that draw.
+        device: where the model runs; default the model's device.
+        n_probes: probe images of the receptive-field measurement.
+
+    Returns:
+        One :class:`ExampleSet` per unit, in ``units`` order; ``indices`` are dataset indices.
+    """
+    if not units:
+        raise RobustlensError("dataset_examples needs at least one unit ('layer#channel').")
+    if batch_size < 1 or (n_images is not None and n_images < 1):
+        raise RobustlensError(f"batch_size and n_images must be >= 1; received {batch_size} and {n_images}.")
+    reducers = [DatasetExamples(model, u, k=k) for u in units]
+    layers = list(dict.fromkeys(r.ref.layer for r in reducers))
+    if device is None:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    n = len(data)
+    if n_images is not None and n_images < n:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_images].sort().values
+    else:
+        order = torch.arange(n)
+    with module_training(model, False), torch.no_grad():
+        for chunk in order.split(batch_size):
+            images, _ = data.get_batch(chunk)
+            images = images.to(device)
+            _, acts = capture(model, images, layers, need_output=False)
+            for r in reducers:
+                r.update_activation(acts[r.ref.layer], images, chunk)
+    return [r.result(n_probes=n_probes) for r in reducers]
