@@ -91,3 +91,16 @@ def test_bad_options():
     with pytest.raises(ConfigError, match="architecture"):
         Substitute(FGSM(eps=0.1)).fit(nn.Flatten(), torch.rand(4, 3, 5, 5))
     assert Substitute(FGSM(eps=0.1)).name == "substitute_fgsm" and Substitute(FGSM(eps=0.1)).eps == 0.1
+
+
+def test_a_cache_dir_trains_once_across_attack_objects(digits_model, split, tmp_path):
+    _, x, y = split
+    target = _BlackBox(digits_model)
+    first = Substitute(FGSM(eps=0.1), rounds=1, epochs=2, n_seed=50, cache_dir=str(tmp_path))(target, x, y)
+    queries = target.queries
+    assert queries == 50 * 2 + 1
+    again = Substitute(FGSM(eps=0.1), rounds=1, epochs=2, n_seed=50, cache_dir=str(tmp_path))(target, x, y)
+    assert target.queries == queries  # the second object found the substitute on disk
+    assert torch.equal(first, again)
+    stronger = Substitute(FGSM(eps=0.2), rounds=1, epochs=2, n_seed=50, cache_dir=str(tmp_path))(target, x, y)
+    assert target.queries == queries and not torch.equal(stronger, first)  # another eps, same substitute

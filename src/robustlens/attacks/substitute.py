@@ -75,7 +75,8 @@ class Substitute(Attack):
         architecture: the substitute's registry name; ``None`` picks ``fmnist_cnn`` for
             1 x 28 x 28 images and ``digits_cnn`` for 1 x 8 x 8 ones.
         seed_images: (N, C, H, W) the attacker's initial inputs in [0, 1]; ``None`` uses the
-            attacked batch itself (the substitute is then trained at every call).
+            first ``n_seed`` images of the attacked batch (the substitute is then trained at
+            every call, unless ``cache_dir`` is set).
         rounds: substitute training rounds (augmentation steps); the paper uses 6.
         epochs: training epochs per round; the paper uses 10.
         lam: the augmentation step lambda in pixel units; the paper uses 0.1.
@@ -86,6 +87,11 @@ class Substitute(Attack):
             crafting attack's default generator).
         substitute: an already trained substitute (see :meth:`with_substitute`); no
             training then.
+        n_seed: with ``seed_images = None``, how many of the attacked batch's first images
+            seed the substitute (``None``: all of them).
+        cache_dir: train through :meth:`fit_cached` in this folder, so calls with the same
+            target and seed images (e.g. every eps of a study's sweep, each attacking the
+            study's first batch first) train once.
     """
 
     attack: Attack
@@ -99,6 +105,8 @@ class Substitute(Attack):
     batch_size: int = 64
     seed: int = 0
     substitute: nn.Module | None = field(default=None, compare=False, repr=False)
+    n_seed: int | None = None
+    cache_dir: str | None = None
     eps: float = field(init=False)
     norm: str = field(init=False)  # type: ignore[assignment]
 
@@ -121,6 +129,8 @@ class Substitute(Attack):
             raise ConfigError(f"lr must be > 0; received {self.lr!r}.")
         if self.seed_images is not None:
             check_images(self.seed_images, "seed_images")
+        if self.n_seed is not None:
+            check_positive_int("n_seed", self.n_seed)
         object.__setattr__(self, "eps", self.attack.eps)
         object.__setattr__(self, "norm", self.attack.norm)
 
@@ -247,7 +257,7 @@ class Substitute(Attack):
             except CheckpointError as err:
                 log.warning("ignoring a broken cached substitute (%s); training again", err)
         model = self.fit(target, x)
-        save_checkpoint(model, path, arch, {"num_classes": _num_classes(target, x)}, substitute_key=path.name,
+        save_checkpoint(model, path, arch, {"num_classes": _num_classes(model, x)}, substitute_key=path.name,
                         rounds=self.rounds, epochs=self.epochs, lam=self.lam, n_seed_images=len(x))
         return model
 
@@ -260,7 +270,9 @@ class Substitute(Attack):
              early_stop: bool, scored: bool) -> Outcome:
         substitute = self.substitute
         if substitute is None:
-            substitute = self.fit(model, self.seed_images if self.seed_images is not None else images)
+            seed = self.seed_images if self.seed_images is not None else images[:self.n_seed]
+            substitute = self.fit(model, seed) if self.cache_dir is None else \
+                self.fit_cached(model, seed, cache_dir=self.cache_dir)
         crafted = self.attack._run(substitute, images, labels, generator=generator, targets=targets,
                                    early_stop=False, scored=False)
         if not scored:
