@@ -57,8 +57,14 @@ def test_substitute_beats_random_noise_and_never_backpropagates_the_target(digit
 def test_deterministic_for_a_seed(digits_model, split):
     seed, x, y = split
     a = Substitute(FGSM(eps=0.2), seed_images=seed, rounds=1, epochs=3, seed=5)
-    first, second = a(digits_model, x, y), a(digits_model, x, y)
+    b = Substitute(FGSM(eps=0.2), seed_images=seed, rounds=1, epochs=3, seed=5)
+    first, second = a(digits_model, x, y), b(digits_model, x, y)
     assert torch.equal(first, second)
+    target = _BlackBox(digits_model)
+    a(target, x, y)
+    queries = target.queries
+    a(target, x[:10], y[:10])  # the object keeps the substitute of this target: no new training
+    assert target.queries == queries
     other = Substitute(FGSM(eps=0.2), seed_images=seed, rounds=1, epochs=3, seed=6)(digits_model, x, y)
     assert not torch.equal(first, other)
 

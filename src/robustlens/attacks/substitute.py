@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,10 @@ class Substitute(Attack):
         cache_dir: train through :meth:`fit_cached` in this folder, so calls with the same
             target and seed images (e.g. every eps of a study's sweep, each attacking the
             study's first batch first) train once.
+
+    Without ``substitute``, the first call on a target trains (or loads) its substitute and
+    the attack object keeps it for later calls on the same target object (a weak reference:
+    nothing outlives the target), so a study's batches after the first reuse it.
     """
 
     attack: Attack
@@ -109,6 +114,8 @@ class Substitute(Attack):
     cache_dir: str | None = None
     eps: float = field(init=False)
     norm: str = field(init=False)  # type: ignore[assignment]
+    _trained: weakref.WeakKeyDictionary[nn.Module, nn.Module] = field(
+        default_factory=weakref.WeakKeyDictionary, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.attack, Attack):
@@ -268,11 +275,12 @@ class Substitute(Attack):
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
              generator: torch.Generator | None, targets: torch.Tensor | None,
              early_stop: bool, scored: bool) -> Outcome:
-        substitute = self.substitute
+        substitute = self.substitute or self._trained.get(model)
         if substitute is None:
             seed = self.seed_images if self.seed_images is not None else images[:self.n_seed]
             substitute = self.fit(model, seed) if self.cache_dir is None else \
                 self.fit_cached(model, seed, cache_dir=self.cache_dir)
+            self._trained[model] = substitute
         crafted = self.attack._run(substitute, images, labels, generator=generator, targets=targets,
                                    early_stop=False, scored=False)
         if not scored:
