@@ -142,3 +142,16 @@ def test_dataset_examples_read_an_imagenet_folder_lazily(tmp_path) -> None:
         expected = torch.relu(model[0](images))[:, 1].flatten(1).amax(1).double().topk(3)
     torch.testing.assert_close(found.values, expected.values)
     assert found.images.shape == (3, 3, 32, 32)
+
+
+def test_dataset_indices_survive_merge_and_state(trained_digits_cnn, digits) -> None:
+    images = digits.images[:200]
+    unit = "features.1#2"
+    one = DatasetExamples(trained_digits_cnn, unit, k=4).update(images)
+    a, b = DatasetExamples(trained_digits_cnn, unit, 4), DatasetExamples(trained_digits_cnn, unit, 4)
+    b.update(images[120:], torch.arange(120, 200))  # another worker's shard, with its own positions
+    a.update(images[:120], torch.arange(120))
+    copy = DatasetExamples(trained_digits_cnn, unit, 4)
+    copy.load_state_dict(a.merge(b).state_dict())
+    assert copy.result().indices.tolist() == one.result().indices.tolist()
+    assert copy.n_seen == 200

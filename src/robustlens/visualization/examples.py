@@ -105,6 +105,7 @@ class DatasetExamples:
             raise RobustlensError(f"k must be >= 1; received {k}.")
         self.model, self.ref, self.k = model, parse_unit(unit), k
         self.n_seen = 0
+        self._explicit = False  # indices given by the caller (dataset indices), not stream positions
         self._images: torch.Tensor | None = None
         self._values = torch.zeros(0, dtype=torch.float64)
         self._indices = torch.zeros(0, dtype=torch.long)
@@ -142,6 +143,7 @@ class DatasetExamples:
             pos = torch.zeros(a.shape[0], 0, dtype=torch.long, device=a.device)
         idx = torch.arange(self.n_seen, self.n_seen + len(images)) if indices is None \
             else torch.as_tensor(indices).long().cpu()
+        self._explicit = self._explicit or indices is not None
         self.n_seen += len(images)
         self._add(images.detach().cpu(), values.double().cpu(), idx, pos.cpu())
         return self
@@ -160,14 +162,31 @@ class DatasetExamples:
         self._indices, self._positions = indices[keep], positions[keep]
 
     def merge(self, other: DatasetExamples) -> DatasetExamples:
-        """Combine with a reducer that saw another shard (its indices are offset by ours)."""
+        """Combine with a reducer that saw another shard (its stream positions are offset by
+        ours; dataset indices given to ``update`` are kept as they are)."""
         if other.ref != self.ref:
             raise RobustlensError(f"cannot merge examples of {other.ref} into {self.ref}.")
         if other._images is not None:
-            self._add(other._images, other._values, other._indices + self.n_seen,
-                      other._positions)
+            offset = 0 if (self._explicit or other._explicit) else self.n_seen
+            self._add(other._images, other._values, other._indices + offset, other._positions)
+        self._explicit = self._explicit or other._explicit
         self.n_seen += other.n_seen
         return self
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The kept images, values, indices and positions, and the counts (tensors only)."""
+        state = {"n_seen": torch.tensor(self.n_seen), "explicit": torch.tensor(self._explicit)}
+        if self._images is not None:
+            state.update(images=self._images, values=self._values, indices=self._indices,
+                         positions=self._positions)
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.n_seen, self._explicit = int(state["n_seen"]), bool(state["explicit"])
+        if "images" in state:
+            self._images, self._values = state["images"], state["values"]
+            self._indices, self._positions = state["indices"], state["positions"]
 
     def result(self, *, n_probes: int = 8) -> ExampleSet:
         """The top-k examples with their receptive-field crops."""
