@@ -33,6 +33,10 @@ SMALL: dict[str, dict[str, Any]] = {
     "saliency": {"methods": ["gradient", "smoothgrad"], "n_images": 2, "n_samples": 2},
     "sensitivity": {"top_k": 3},
     "dissimilarity_channels": {"layers": ["features.4", "classifier.1"]},
+    "dissimilarity_images": {"n_images": 6, "layers": ["features.1", "features.4", "classifier.1"]},
+    "dataset_examples": {"units": ["features.1#0", "features.4#2"], "k": 3},
+    "deepdream": {"layer": "features.4", "octaves": 2, "steps": 2},
+    "sweet_spot_images": {"n_images": 6},
 }
 SLOW = {"audit"}  # runs its own attacks in tables(), four times here
 NAMES = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(ANALYSES)]

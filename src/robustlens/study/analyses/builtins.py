@@ -34,6 +34,9 @@ BUILTIN_MODULES = (
     "robustlens.study.analyses.robustness",
     "robustlens.study.analyses.featurevis",
     "robustlens.study.analyses.saliency",
+    "robustlens.study.analyses.dissimilarity_images",
+    "robustlens.study.analyses.sweet_spot",
+    "robustlens.study.analyses.interpretability",
 )
 """Modules registering the built-in analyses, in the order the report shows them."""
 

@@ -1,0 +1,84 @@
+"""The source studies' plug-ins end to end: the sweet spot (S2), per-image dissimilarity (S1),
+weights, dataset examples and DeepDream (S4), on the embedded digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import torch
+
+from robustlens.data import load_digits
+from robustlens.errors import ConfigError
+from robustlens.evaluation.sweet_spot import sweet_spot_from_table
+from robustlens.study import parse_config
+from robustlens.study.runner import run_study
+
+CONFIG: dict[str, Any] = {
+    "study": {"name": "sources", "batch_size": 20},
+    "data": {"dataset": "digits", "n_per_class": 4},
+    "models": [{"name": "robust", "architecture": "digits_cnn", "seed": 0,
+                "train": {"epochs": 2, "batch_size": 64, "lr": 5e-3}},
+               {"name": "standard", "architecture": "digits_cnn", "random": True, "seed": 1}],
+    "attacks": [{"type": "fgsm", "eps": [0.0, 0.05, 0.1, 0.2]}],
+    "analyses": {
+        "per_example": {},
+        "sweet_spot": {"models": ["robust", "standard"], "n_examples": 3},
+        "sweet_spot_images": {"n_images": 40},
+        "dissimilarity_images": {"n_images": 3, "layers": ["features.1", "features.4", "classifier.1"]},
+        "weights": {},
+        "dataset_examples": {"units": ["features.4#0"], "k": 3, "split": "train", "dataset": "digits",
+                             "n_images": 200},
+        "deepdream": {"layer": "features.4", "n_images": 1, "octaves": 1, "steps": 2},
+    },
+}
+
+
+@pytest.mark.slow
+def test_the_source_plugins_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROBUSTLENS_CACHE", str(tmp_path / "cache"))
+    config = parse_config(CONFIG)
+    assert "sweet_spot" in config.comparison_options  # given as [analyses.sweet_spot]
+    run_study(config, tmp_path / "run", progress=False)
+    results = tmp_path / "run" / "results"
+    per = pd.read_parquet(results / "per_example.parquet")
+    spot = pd.read_parquet(results / "sweet_spot.parquet")
+    expected = sweet_spot_from_table(per, ["robust", "standard"], n_examples=3)
+    pd.testing.assert_frame_equal(spot[list(expected.table.columns)], expected.table, check_dtype=False)
+    assert (spot["model_a"] == "robust").all() and set(spot["eps"]) == {0.0, 0.05, 0.1, 0.2}
+    examples = pd.read_parquet(results / "sweet_spot_examples.parquet")
+    assert (examples["prediction_a"] == examples["label"]).all()
+    assert (examples["prediction_b"] != examples["label"]).all()
+    assert "label_name" in examples.columns
+    images = pd.read_parquet(results / "dissimilarity_images.parquet")
+    assert set(images["image"]) == {0, 1, 2} and set(images["eps"]) == {0.05, 0.1, 0.2}
+    assert {"flag", "reason", "model"} <= set(images.columns)
+    flags = pd.read_parquet(results / "dissimilarity_flags.parquet")
+    assert {"n_zero", "n_undefined", "flag"} <= set(flags.columns)
+    train = load_digits("train")
+    found = pd.read_parquet(results / "dataset_examples.parquet")
+    assert found["source"].iloc[0] == "digits/train" and found["index"].max() < len(train)
+    assert set(found["kind"]) == {"image", "patch"}
+    for name in ("weights", "deepdream"):
+        assert not pd.read_parquet(results / f"{name}.parquet").empty
+    report = (tmp_path / "run" / "report.html").read_text()
+    for text in ("Sweet spot", "over depth", "First-layer", "Dataset examples", "DeepDream"):
+        assert text in report, text
+    figures = [p.name for p in (tmp_path / "run" / "figures").glob("*.png")]
+    assert any("sweet_spot" in f for f in figures)
+
+
+def test_sweet_spot_needs_two_models_and_the_per_example_table() -> None:
+    with pytest.raises(ConfigError, match="not a model of this study"):
+        parse_config({**CONFIG, "analyses": {"sweet_spot": {"models": ["robust", "strandard"]}}})
+    from robustlens.study.analyses.sweet_spot import SweetSpotComparison
+
+    with pytest.raises(ConfigError, match=r"per_example"):
+        SweetSpotComparison(models=["robust", "standard"]).compare({"accuracy": pd.DataFrame()})
+    with pytest.raises(ConfigError, match="two models"):
+        SweetSpotComparison(models=["robust"]).compare({"per_example": pd.DataFrame({"a": [1]})})
+    with pytest.raises(ConfigError, match="dataset"):
+        parse_config({**CONFIG, "analyses": {"dataset_examples": {"units": ["features.4#0"], "split": "train"}}})
+    assert torch.__version__  # torch imported for the runner's models
