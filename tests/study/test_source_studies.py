@@ -82,3 +82,51 @@ def test_sweet_spot_needs_two_models_and_the_per_example_table() -> None:
     with pytest.raises(ConfigError, match="dataset"):
         parse_config({**CONFIG, "analyses": {"dataset_examples": {"units": ["features.4#0"], "split": "train"}}})
     assert torch.__version__  # torch imported for the runner's models
+
+
+ATTACKS: dict[str, Any] = {
+    **{k: v for k, v in CONFIG.items() if k != "analyses"},
+    "models": [CONFIG["models"][0]],
+    "attacks": [{"type": "fgsm", "eps": [0.1]},
+                {"type": "corruption", "corruptions": ["fog", "gaussian_noise"], "severities": [1, 5]},
+                {"name": "bb", "type": "substitute", "eps": [0.2], "rounds": 1, "epochs": 3, "n_seed": 20}],
+    "analyses": {"per_class": {}, "per_example": {}, "audit": {"n_images": 4, "steps": 2}},
+}
+
+
+@pytest.mark.slow
+def test_corruption_and_substitute_attack_types(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROBUSTLENS_CACHE", str(tmp_path / "cache"))
+    config = parse_config(ATTACKS)
+    assert [a.name for a in config.attacks] == ["fgsm", "fog", "gaussian_noise", "bb"]
+    run_study(config, tmp_path / "run", progress=False)
+    results = tmp_path / "run" / "results"
+    acc = pd.read_parquet(results / "accuracy.parquet")
+    rows = acc[acc["attack"].isin(["fog", "gaussian_noise"])]
+    assert len(rows) == 4 and rows["eps"].isna().all() and sorted(set(rows["severity"])) == [1, 5]
+    assert acc.loc[acc["attack"] == "fgsm", "severity"].isna().all()
+    assert (rows["norm"] == "none").all()
+    per_class = pd.read_parquet(results / "per_class.parquet")
+    assert "severity" in per_class.columns
+    # the black-box attack trained its substitute once, into the model cache
+    assert len(list((tmp_path / "cache" / "substitutes").glob("*.safetensors"))) == 1
+    assert acc.loc[acc["attack"] == "bb", "accuracy"].iloc[0] <= acc.loc[acc["attack"] == "clean", "accuracy"].iloc[0]
+    # the resolved config reads back as the same study
+    import tomllib
+
+    again = parse_config(tomllib.loads((tmp_path / "run" / "config.toml").read_text()))
+    assert again.attacks == config.attacks
+
+
+def test_corruption_attack_config_errors() -> None:
+    base = {k: v for k, v in ATTACKS.items() if k != "attacks"}
+    with pytest.raises(ConfigError, match="no eps"):
+        parse_config({**base, "attacks": [{"type": "corruption", "corruptions": ["fog"], "eps": [0.1]}]})
+    with pytest.raises(ConfigError, match="'fog'"):
+        parse_config({**base, "attacks": [{"type": "corruption", "corruptions": ["fgo"]}]})
+    with pytest.raises(ConfigError, match="1..5"):
+        parse_config({**base, "attacks": [{"type": "corruption", "corruptions": ["fog"], "severities": [6]}]})
+    everything = parse_config({**base, "attacks": [{"type": "corruption", "corruptions": ["all"]}]})
+    assert len(everything.attacks) == 14 and everything.attacks[0].eps == (1.0, 2.0, 3.0, 4.0, 5.0)
+    with pytest.raises(ConfigError, match="via"):
+        parse_config({**base, "attacks": [{"type": "substitute", "eps": [0.1], "via": "cw"}]})

@@ -42,7 +42,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlens.attacks._loop import eval_mode
-from robustlens.attacks._threat import Norm
 from robustlens.attacks.base import Attack, Outcome
 from robustlens.errors import ConfigError, suggest
 
@@ -423,7 +422,7 @@ class Corruption(Attack):
     """A common corruption called like an attack: ``Corruption("fog", severity=3)(model, x, y)``.
 
     The model is never asked for gradients; :meth:`Attack.run` adds its verdict (``success``:
-    misclassified). A corruption has no radius: ``eps`` is ``nan``.
+    misclassified). A corruption has no radius: ``eps`` is ``nan`` and ``norm`` is ``"none"``.
 
     Args:
         corruption: the corruption's name, one of :data:`CORRUPTIONS`.
@@ -435,7 +434,7 @@ class Corruption(Attack):
     severity: int = 1
     seed: int = 0
     eps: float = field(default=math.nan, init=False)
-    norm: Norm = field(default="inf", init=False)
+    norm: str = field(default="none", init=False)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         check_corruption(self.corruption, self.severity)

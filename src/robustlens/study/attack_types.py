@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from robustlens.attacks import FGSM, PGD, Attack, DeepFool, RandomNoise, Transfer
+from robustlens.attacks import FGSM, PGD, Attack, Corruption, DeepFool, RandomNoise, Substitute, Transfer
 from robustlens.attacks.presets import vonenet_pgd
 from robustlens.errors import ConfigError, suggest
 
@@ -75,6 +75,26 @@ def _check_transfer(opts: dict[str, Any], where: str, model_names: Sequence[str]
         raise ConfigError(f"{where}: with via = 'fgsm' only seed and eot_samples apply.")
 
 
+def _build_substitute(eps: float, opts: dict[str, Any], surrogate: nn.Module | None) -> Attack:
+    from robustlens.study.models import default_cache_dir  # not at import: study.models imports the config
+
+    o = dict(opts)
+    via, steps = o.pop("via", "fgsm"), o.pop("steps", 10)
+    inner = FGSM(eps=eps, seed=o.get("seed", 0)) if via == "fgsm" else PGD(eps=eps, steps=steps, seed=o.get("seed", 0))
+    o.setdefault("n_seed", 100)
+    return Substitute(inner, cache_dir=str(default_cache_dir()), **o)
+
+
+def _check_substitute(opts: dict[str, Any], where: str, model_names: Sequence[str]) -> None:
+    if opts.get("via", "fgsm") not in ("pgd", "fgsm"):
+        raise ConfigError(f"{where}.via must be 'fgsm' or 'pgd'; received {opts['via']!r}.")
+
+
+def _build_corruption(eps: float, opts: dict[str, Any], surrogate: nn.Module | None) -> Attack:
+    # a corruption's "eps" slot in the runner holds its severity (1..5); tables show it as `severity`
+    return Corruption(opts["corruption"], severity=int(eps), seed=opts.get("seed", 0))
+
+
 ATTACK_TYPES: dict[str, AttackType] = {
     "fgsm": AttackType({"targeted": _TARGETED, "eot_samples": int, "seed": int},
                        lambda eps, o, _: FGSM(eps=eps, **o)),
@@ -91,5 +111,14 @@ ATTACK_TYPES: dict[str, AttackType] = {
     "transfer": AttackType({"surrogate": str, "via": str, "steps": int, "step_size": float,
                             "random_start": bool, "norm": str, "seed": int, "eot_samples": int},
                            _build_transfer, check=_check_transfer, surrogate_key="surrogate"),
+    # Papernot et al.'s black-box attack: a substitute trained on the target's labels (the
+    # training budget: rounds, epochs, lam, ...), cached in the model cache; FGSM or PGD on it
+    "substitute": AttackType({"architecture": str, "via": str, "steps": int, "rounds": int, "epochs": int,
+                              "lam": float, "tau": int, "lr": float, "batch_size": int, "n_seed": int,
+                              "seed": int},
+                             _build_substitute, check=_check_substitute),
+    # common corruptions: written in a config with `corruptions` and `severities` in place of
+    # eps; the config expands them to one entry per corruption (see study.config)
+    "corruption": AttackType({"corruption": str, "seed": int}, _build_corruption),
 }
 """Attack type name -> its :class:`AttackType` (the ``type`` key of ``[[attacks]]``)."""

@@ -190,6 +190,46 @@ def _parse_model(table: Any, i: int) -> ModelConfig:
                        pretrained=bool(t.get("pretrained")), allow_pickle=bool(t.get("allow_pickle")))
 
 
+CORRUPTION_KEYS: dict[str, type | tuple[type, ...]] = {"name": str, "type": str, "corruptions": list,
+                                                     "severities": list, "seed": int}
+
+
+def _parse_corruptions(table: dict[str, Any], where: str) -> list[AttackConfig]:
+    """``type = "corruption"``: one attack per corruption, its severities in the eps slot."""
+    from robustlens.attacks.corruption import CORRUPTIONS, check_corruption
+
+    if "eps" in table:
+        raise ConfigError(f"{where}: a corruption has no eps; give its strengths as severities = [1, 2, 3, 4, 5] "
+                          "(and the types as corruptions = [...]).")
+    t = _check_keys(table, CORRUPTION_KEYS, where, required=("type", "corruptions"))
+    names, severities = t["corruptions"], t.get("severities", [1, 2, 3, 4, 5])
+    if names == ["all"]:
+        names = list(CORRUPTIONS)
+    if not names or not all(isinstance(c, str) for c in names):
+        raise ConfigError(f"{where}.corruptions must be a non-empty list of names (or [\"all\"]); received "
+                          f"{names!r}. Known: {', '.join(CORRUPTIONS)}.")
+    if not severities or len(set(severities)) != len(severities):
+        raise ConfigError(f"{where}.severities must be a non-empty list of distinct integers 1..5; "
+                          f"received {severities!r}.")
+    out = []
+    for c in names:
+        for severity in severities:
+            try:
+                check_corruption(c, severity)
+            except ConfigError as err:
+                raise ConfigError(f"{where}: {err}") from None
+        label = f"{t['name']}:{c}" if "name" in t else c
+        out.append(AttackConfig(name=label, type="corruption", eps=tuple(float(v) for v in severities),
+                                options={"corruption": c, "seed": t.get("seed", 0)}))
+    return out
+
+
+def _parse_attacks(table: Any, i: int, model_names: list[str]) -> list[AttackConfig]:
+    if isinstance(table, dict) and table.get("type") == "corruption":
+        return _parse_corruptions(table, f"[[attacks]] #{i + 1}")
+    return [_parse_attack(table, i, model_names)]
+
+
 def _parse_attack(table: Any, i: int, model_names: list[str]) -> AttackConfig:
     where = f"[[attacks]] #{i + 1}"
     if isinstance(table, dict) and table.get("type") not in ATTACK_TYPES:
@@ -300,7 +340,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConf
 
     models = tuple(ModelConfig(**{**m.__dict__, "checkpoint": resolve(m.checkpoint), "weights": resolve(m.weights)})
                    for m in models)
-    attacks = tuple(_parse_attack(a, i, names) for i, a in enumerate(raw.get("attacks", [])))
+    attacks = tuple(c for i, a in enumerate(raw.get("attacks", [])) for c in _parse_attacks(a, i, names))
     if len({a.name for a in attacks}) != len(attacks):
         raise ConfigError(f"attack names must be unique; received {[a.name for a in attacks]}.")
     analyses, analysis_options, comparisons, comparison_options = _parse_analyses(raw, names)

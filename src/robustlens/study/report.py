@@ -20,8 +20,10 @@ __all__ = ["accuracy_summary", "build_report"]
 def accuracy_summary(accuracy: pd.DataFrame) -> pd.DataFrame:
     """Accuracy as a model x (attack, eps) table: one row per model, one column per condition."""
     df = accuracy.copy()
+    severity = df["severity"] if "severity" in df.columns else pd.Series(pd.NA, index=df.index)
     df["condition"] = [
-        "clean" if a == "clean" else f"{a} eps={e:g}" for a, e in zip(df["attack"], df["eps"], strict=True)
+        "clean" if a == "clean" else f"{a} severity={int(s)}" if not pd.isna(s) else f"{a} eps={e:g}"
+        for a, e, s in zip(df["attack"], df["eps"], severity, strict=True)
     ]
     order = list(dict.fromkeys(df["condition"]))
     wide = df.pivot(index="model", columns="condition", values="accuracy")[order]

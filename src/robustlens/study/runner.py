@@ -105,6 +105,14 @@ def _config_dict(config: StudyConfig) -> dict[str, Any]:
         m = {k: v for k, v in m.items() if not (k in ("random", "pretrained", "allow_pickle") and not v)}
         out["models"].append(m)
     for a in d["attacks"]:
+        if a["type"] == "corruption":  # written back as the config spells it: severities, no eps
+            corruption = a["options"]["corruption"]
+            entry = {"type": "corruption", "corruptions": [corruption],
+                     "severities": [int(e) for e in a["eps"]], "seed": a["options"].get("seed", 0)}
+            if a["name"] != corruption:
+                entry["name"] = a["name"].rsplit(":", 1)[0]
+            out["attacks"].append(entry)
+            continue
         out["attacks"].append({"name": a["name"], "type": a["type"], "eps": list(a["eps"]),
                                **a["options"]})
     if d.get("photos") is not None:
@@ -188,7 +196,8 @@ class _Run:
         for per_analysis in self.analysis_tables.values():
             for name, frames in per_analysis.items():
                 out[name] = pd.concat(frames, ignore_index=True)
-        return out
+        corruptions = {a.name for a in self.config.attacks if a.type == "corruption"}
+        return {name: _with_severity(df, corruptions) for name, df in out.items()} if corruptions else out
 
     def save_tables(self) -> None:
         for name, df in self.tables().items():
@@ -235,6 +244,20 @@ class _ModelState:
             twin = type(analysis)(analysis.model_name, analysis.model, analysis.class_names, analysis.options)
             twin.load_state_dict(state["analyses"][analysis.name])
             analysis.merge(twin)
+
+
+def _with_severity(df: pd.DataFrame, corruptions: set[str]) -> pd.DataFrame:
+    """A table with a ``severity`` column: a corruption's conditions carry their severity in the
+    runner's eps slot; in the tables their ``eps`` is NaN (a corruption has no radius)."""
+    if "attack" not in df.columns or "eps" not in df.columns:
+        return df
+    hit = df["attack"].isin(corruptions).to_numpy()
+    if not hit.any():
+        return df
+    severity = pd.array([int(e) if h else pd.NA for e, h in zip(df["eps"], hit, strict=True)], dtype="Int64")
+    out = df.assign(eps=df["eps"].where(~hit))
+    out.insert(int(out.columns.get_loc("eps")) + 1, "severity", severity)
+    return out
 
 
 def _batch_seeds(seed: int, index: int) -> tuple[int, int, int]:

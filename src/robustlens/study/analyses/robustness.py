@@ -267,7 +267,7 @@ class AuditAnalysis(StudyAnalysis):
         return torch.cat(self._images)[order], torch.cat(self._labels)[order], positions[order]
 
     def update(self, batch: AnalysisBatch) -> None:
-        if math.isfinite(batch.eps):
+        if math.isfinite(batch.eps) and batch.norm != "none":  # "none": a corruption (its eps slot is a severity)
             self._max_eps = max(self._max_eps, float(batch.eps))
 
     def tables(self) -> dict[str, pd.DataFrame]:
