@@ -26,10 +26,13 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 # each Fashion-MNIST example -> the result tables its protocol names (besides accuracy, models)
 SMALL: dict[str, tuple[str, ...]] = {
-    "s1_dissimilarity.toml": ("dissimilarity", "dissimilarity_channels", "pca_images"),
-    "s2_sensitive_features.toml": ("sensitivity", "featurevis", "per_example"),
+    "s1_dissimilarity.toml": ("dissimilarity", "dissimilarity_channels", "pca_images", "dissimilarity_images",
+                              "dissimilarity_flags"),
+    "s2_sensitive_features.toml": ("sensitivity", "featurevis", "per_example", "sweet_spot", "sweet_spot_examples"),
     "s3_manifolds.toml": ("manifolds", "manifold_correlation", "per_class"),
-    "s4_interpretability.toml": ("saliency", "featurevis", "per_example"),
+    "s3_manifolds_digits.toml": ("manifolds", "manifold_correlation", "per_class"),
+    "s4_interpretability.toml": ("saliency", "featurevis", "per_example", "weights", "dataset_examples",
+                                 "deepdream"),
     "s5_vonenet.toml": ("audit", "per_example"),
 }
 IMAGENET = ("imagenet/s1_dissimilarity.toml", "imagenet/s2_sensitive_features.toml",
@@ -44,7 +47,7 @@ def test_every_example_is_covered_here() -> None:
     found = {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*.toml")}
     assert found == set(SMALL) | set(IMAGENET)
     for name in SMALL:
-        assert _raw(name)["data"]["dataset"] == "fashion_mnist"
+        assert _raw(name)["data"]["dataset"] in ("fashion_mnist", "digits")
     for name in IMAGENET:
         assert _raw(name)["data"]["dataset"] == "imagenet"
 

@@ -130,3 +130,26 @@ def test_corruption_attack_config_errors() -> None:
     assert len(everything.attacks) == 14 and everything.attacks[0].eps == (1.0, 2.0, 3.0, 4.0, 5.0)
     with pytest.raises(ConfigError, match="via"):
         parse_config({**base, "attacks": [{"type": "substitute", "eps": [0.1], "via": "cw"}]})
+
+
+def test_saliency_analysis_takes_the_log_softmax_output() -> None:
+    from robustlens import create_model
+    from robustlens.study.analyses import ANALYSES, CleanBatch, parse_options
+
+    cls = ANALYSES["saliency"]
+    test = load_digits("test")
+    x, y = test.images[:3], test.labels[:3]
+    torch.manual_seed(0)
+    model = create_model("digits_cnn").eval()
+    maps = {}
+    for output in ("logit", "log_softmax"):
+        options = parse_options(cls.Options, {"methods": ["gradient"], "n_images": 3, "output": output},
+                                "[analyses.saliency]")
+        analysis = cls("m", model, test.class_names, options)
+        with torch.no_grad():
+            analysis.update_clean(CleanBatch(x, y, model(x), {}, 0, 0))
+        maps[output] = analysis.tables()["saliency"]
+    a, b = (m[m["method"] == "gradient"]["value"].to_numpy() for m in maps.values())
+    assert a.shape == b.shape and not (a == b).all()
+    with pytest.raises(ConfigError, match="output"):
+        parse_options(cls.Options, {"output": "softmax"}, "[analyses.saliency]")

@@ -69,6 +69,13 @@ def _smoke_attack(attack: dict[str, Any]) -> None:
     eps = sorted(attack.get("eps", []))
     if len(eps) > 2:
         attack["eps"] = [eps[0], eps[-1]]
+    if attack.get("type") == "corruption":  # two types at their mildest and strongest severity
+        severities = sorted(attack.get("severities", [1, 2, 3, 4, 5]))
+        attack["severities"] = sorted({severities[0], severities[-1]})
+        if isinstance(attack.get("corruptions"), list) and attack["corruptions"] != ["all"]:
+            attack["corruptions"] = attack["corruptions"][:2]
+    if attack.get("type") == "substitute":  # one augmentation round, two epochs
+        attack["rounds"], attack["epochs"] = min(attack.get("rounds", 4), 1), min(attack.get("epochs", 10), 2)
     defaults = _ATTACK_DEFAULTS.get(attack.get("type", ""), {})
     for key, cap in _ATTACK_CAPS.items():
         _cap(attack, key, cap, defaults.get(key))

@@ -27,6 +27,7 @@ from robustlens.study.analyses.contract import (
     AnalysisOptions,
     CleanBatch,
     StudyAnalysis,
+    choice,
     condition_key,
     condition_str,
     count,
@@ -36,7 +37,7 @@ from robustlens.study.analyses.contract import (
     strings,
 )
 from robustlens.visualization.figures import plot_image_rows, saliency_heatmap
-from robustlens.visualization.saliency import SALIENCY_METHODS, saliency_method
+from robustlens.visualization.saliency import SALIENCY_METHODS, Output, saliency_method
 from robustlens.visualization.tables import pixel_rows, rows_to_image
 
 __all__ = ["SaliencyAnalysis", "SaliencyOptions"]
@@ -51,6 +52,8 @@ class SaliencyOptions(AnalysisOptions):
         n_images: how many of the study's first images are explained.
         sigma: SmoothGrad's noise, a fraction of the pixel range (>= 0).
         n_samples: SmoothGrad's noisy copies.
+        output: the score differentiated: ``"logit"`` or ``"log_softmax"`` (log p(y | x), the
+            CSC413 lecture's).
     """
 
     methods: tuple[str, ...] = option(("gradient", "guided_backprop", "smoothgrad", "integrated_gradients"),
@@ -58,6 +61,7 @@ class SaliencyOptions(AnalysisOptions):
     n_images: int = option(4, count(1))
     sigma: float = option(0.15, number(0, hint=" (a fraction of the pixel range)"))
     n_samples: int = option(16, count(1))
+    output: Output = option("logit", choice("logit", "log_softmax"))
 
 
 @register_analysis
@@ -115,7 +119,8 @@ class SaliencyAnalysis(StudyAnalysis):
                                          label=int(labels[i])))
             for name in self._methods:
                 device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
-                maps = saliency_heatmap(saliency_method(name, self.model, self._sigma, self._n_samples)
+                maps = saliency_heatmap(saliency_method(name, self.model, self._sigma, self._n_samples,
+                                                        output=self.options.output)
                                         .attribute(x.clamp(0, 1).to(device), target=labels.to(device))).cpu()
                 for i in range(len(x)):
                     frames.append(pixel_rows(maps[i][None], attack=attack, eps=eps, method=name,
