@@ -28,7 +28,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SMALL: dict[str, tuple[str, ...]] = {
     "s1_dissimilarity.toml": ("dissimilarity", "dissimilarity_channels", "pca_images", "dissimilarity_images",
                               "dissimilarity_flags"),
-    "s2_sensitive_features.toml": ("sensitivity", "featurevis", "per_example", "sweet_spot", "sweet_spot_examples"),
+    "s2_sensitive_features.toml": ("sensitivity", "featurevis", "per_example", "sweet_spot"),
     "s3_manifolds.toml": ("manifolds", "manifold_correlation", "per_class"),
     "s3_manifolds_digits.toml": ("manifolds", "manifold_correlation", "per_class"),
     "s4_interpretability.toml": ("saliency", "featurevis", "per_example", "weights", "dataset_examples",
