@@ -108,6 +108,7 @@ def test_corruption_and_substitute_attack_types(tmp_path: Path, monkeypatch: pyt
     assert (rows["norm"] == "none").all()
     per_class = pd.read_parquet(results / "per_class.parquet")
     assert "severity" in per_class.columns
+    assert "Accuracy against corruption severity" in (tmp_path / "run" / "report.html").read_text()
     # the black-box attack trained its substitute once, into the model cache
     assert len(list((tmp_path / "cache" / "substitutes").glob("*.safetensors"))) == 1
     assert acc.loc[acc["attack"] == "bb", "accuracy"].iloc[0] <= acc.loc[acc["attack"] == "clean", "accuracy"].iloc[0]

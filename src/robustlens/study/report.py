@@ -14,7 +14,7 @@ from robustlens.study.analyses import ANALYSES, COMPARISONS, ModelComparison, St
 if TYPE_CHECKING:
     from robustlens.study.runner import _Run
 
-__all__ = ["accuracy_summary", "build_report"]
+__all__ = ["accuracy_summary", "build_report", "corruption_accuracy_figure"]
 
 
 def accuracy_summary(accuracy: pd.DataFrame) -> pd.DataFrame:
@@ -29,6 +29,35 @@ def accuracy_summary(accuracy: pd.DataFrame) -> pd.DataFrame:
     wide = df.pivot(index="model", columns="condition", values="accuracy")[order]
     wide = wide.reindex(list(dict.fromkeys(df["model"])))
     return wide.reset_index()
+
+
+def corruption_accuracy_figure(accuracy: pd.DataFrame) -> Figure:
+    """Accuracy against severity, one line per corruption type, one panel per model (the clean
+    accuracy dashed).
+
+    Args:
+        accuracy: the study's accuracy table, with its ``severity`` column.
+    """
+    rows = accuracy[accuracy["severity"].notna()]
+    models = list(dict.fromkeys(accuracy["model"]))
+    fig = Figure(figsize=(4.6 * len(models), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(models), squeeze=False, sharey=True)[0]
+    for ax, model in zip(axes, models, strict=True):
+        mine = rows[rows["model"] == model]
+        for attack, g in mine.groupby("attack", sort=False):
+            g = g.sort_values("severity")
+            ax.plot(g["severity"].astype(int), g["accuracy"], marker="o", label=str(attack))
+        clean = accuracy[(accuracy["model"] == model) & (accuracy["attack"] == "clean")]["accuracy"]
+        if len(clean):
+            ax.axhline(float(clean.iloc[0]), color="0.4", linestyle="--", linewidth=1, label="clean")
+        ax.set_xticks([1, 2, 3, 4, 5])
+        ax.set_xlabel("severity")
+        ax.set_title(str(model))
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy")
+    axes[-1].legend(fontsize=7)
+    return fig
 
 
 def _save(run: _Run, slug: str, fig: Figure) -> str:
@@ -56,6 +85,10 @@ def build_report(run: _Run) -> None:
     )
     fig = accuracy_vs_eps_figure(acc)
     summary.figures.append(("Accuracy against eps", run.figures / f"{_save(run, 'accuracy_vs_eps', fig)}.png"))
+    if "severity" in acc.columns and acc["severity"].notna().any():
+        fig = corruption_accuracy_figure(acc)
+        summary.figures.append(("Accuracy against corruption severity",
+                                run.figures / f"{_save(run, 'accuracy_vs_severity', fig)}.png"))
     sections.append(summary)
     registered: dict[str, type[StudyAnalysis] | type[ModelComparison]] = {**ANALYSES, **COMPARISONS}
     for key in [*run.config.analyses, *run.config.comparisons]:
