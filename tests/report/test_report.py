@@ -135,3 +135,22 @@ def test_importing_leaves_the_matplotlib_backend_alone() -> None:
             "robustlens.study, robustlens.cli; print(matplotlib.get_backend())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "svg"
+
+
+def test_input_normalization_is_not_ranked_among_sensitive_channels(run_dir: Path) -> None:
+    for table in ("sensitivity", "sensitivity_top", "sensitivity_layers"):
+        layers = set(pd.read_parquet(run_dir / "results" / f"{table}.parquet")["layer"])
+        assert "normalize" not in layers and "features.0" in layers, table
+
+
+def test_input_normalization_layers_by_type_and_by_name() -> None:
+    from torch import nn
+
+    from robustlens.models import Normalize
+    from robustlens.study.analyses.helpers import LayerSelect, input_normalization_layers
+
+    model = nn.Sequential(Normalize([0.5], [0.5]), nn.Conv2d(1, 2, 3), nn.ReLU())
+    model.add_module("normalize", nn.Identity())  # a wrapper by name, whatever its type
+    assert input_normalization_layers(model) == {"0", "normalize"}
+    select = LayerSelect(model, None, "test").without(input_normalization_layers(model))
+    assert set(select.calls) == {"1", "2"}

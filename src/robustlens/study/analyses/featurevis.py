@@ -39,7 +39,7 @@ from robustlens.study.analyses.contract import (
     option,
     register_analysis,
 )
-from robustlens.study.analyses.helpers import LayerSelect, layer_list
+from robustlens.study.analyses.helpers import LayerSelect, input_normalization_layers, layer_list
 from robustlens.visualization.figures import plot_image_rows
 from robustlens.visualization.render import render
 from robustlens.visualization.tables import pixel_rows, rows_to_image
@@ -87,6 +87,8 @@ class FeatureVisAnalysis(StudyAnalysis):
         super().__init__(model_name, model, class_names, options, **raw)
         self._layers = layer_list(self.options.layers)
         self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
+        if self._layers is None:  # "all": the input normalisation is a wrapper, not a layer to rank
+            self._select.without(input_normalization_layers(model))
         self._top_k = self.options.top_k
         self._steps = self.options.steps
         self._eot = self.options.eot_samples

@@ -31,6 +31,7 @@ from robustlens.study.analyses.helpers import (
     LayerSelect,
     PerCondition,
     concat_frames,
+    input_normalization_layers,
     layer_list,
     with_condition,
 )
@@ -64,6 +65,8 @@ class SensitivityAnalysis(PerCondition):
         super().__init__(model_name, model, class_names, options, **raw)
         self._layers = layer_list(self.options.layers)
         self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
+        if self._layers is None:  # "all": the input normalisation is a wrapper, not a layer to rank
+            self._select.without(input_normalization_layers(model))
         self._top_k = self.options.top_k
 
     def new_reducers(self) -> dict[str, Any]:
