@@ -80,6 +80,12 @@ class FeatureVisAnalysis(StudyAnalysis):
 
     name = "featurevis"
     title = "What the most sensitive channels respond to: activation maximization (S2)"
+    report_text = (
+        "What the most sensitive channels respond to: each model's top channels under the first "
+        "attack at its largest eps (the S2 ranking, input normalisation excluded), rendered by "
+        "activation maximization, one row per model, ranked left to right. Compare the renders "
+        "across models: the channels an attack moves most in a robust model often render as "
+        "smoother, more object-like patterns than a standard model's high-frequency textures.")
     Options = FeatureVisOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],

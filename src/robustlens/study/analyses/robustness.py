@@ -125,6 +125,12 @@ class PerClassAnalysis(StudyAnalysis):
 
     name = "per_class"
     title = "Robust accuracy per class"
+    report_text = (
+        "Robust accuracy per class: one panel per model (rows) and attack (columns), one line "
+        "per class, accuracy against eps (eps 0 is clean). All panels share their axes, so "
+        "compare across a row for attacks and down a column for models. Classes whose line falls "
+        "first are the easiest to attack; a spread of lines at eps 0 is the clean per-class "
+        "accuracy.")
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
@@ -187,6 +193,12 @@ class PerExampleAnalysis(StudyAnalysis):
 
     name = "per_example"
     title = "Per-example results and the worst case over attacks"
+    report_text = (
+        "One row per image x attack x eps (clean and adversarial prediction, perturbation "
+        "norms), and the worst case over attacks: an image counts as robust at an eps only if it "
+        "survives every attack run there. The figure is that worst-case accuracy against eps, "
+        "one line per model: a lower bound on what a stronger adversary would leave, and the "
+        "number to quote.")
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
@@ -278,6 +290,14 @@ class AuditAnalysis(StudyAnalysis):
 
     name = "audit"
     title = "Gradient-masking audit"
+    report_text = (
+        "The gradient-masking audit: checks that the robust accuracy is not an artefact of "
+        "gradients that mislead the attack (accuracy falls with eps and reaches 0 at an "
+        "unbounded eps, iterative attacks beat single-step ones, more restarts change little, "
+        "attacks beat random noise and transfer, no zero gradients, EOT for stochastic models). "
+        "Each row is a check with its status, evidence and a suggestion; a flag means the "
+        "accuracy above may overstate the model's robustness until the suggested stronger "
+        "evaluation is run.")
     Options = AuditOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],

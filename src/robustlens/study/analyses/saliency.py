@@ -66,6 +66,14 @@ class SaliencyAnalysis(StudyAnalysis):
 
     name = "saliency"
     title = "Saliency maps, clean vs adversarial (S4)"
+    report_text = (
+        "Saliency maps of the study's first images: one grid per attack, with the images and "
+        "each method's map as rows and, for each model, the clean image beside its adversarial "
+        "version (the attack at its largest eps) as columns. Bright pixels are those the class "
+        "score is most sensitive to (maps scaled per image). Compare across a pair: maps that "
+        "move away from the object show the perturbation redirecting the model's evidence; "
+        "compare across models: adversarially trained models are known for maps that follow the "
+        "object's shape more closely (Tsipras et al., 2019).")
     Options = SaliencyOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],

@@ -58,6 +58,14 @@ class SensitivityAnalysis(PerCondition):
 
     name = "sensitivity"
     title = "Sensitive channels and layers (S2)"
+    report_text = (
+        "S2 sensitivity: the mean absolute change |F(x) - F(x')| of each channel's activation "
+        "between clean and adversarial images, per element. The first figure ranks the most "
+        "sensitive channels of each model at the largest eps (bars with their standard error; "
+        "the label is layer#channel); the second shows each layer's mean sensitivity against "
+        "depth, one line per eps. Channels at the top are where the attack acts; compare their "
+        "layers across models, and render them with the featurevis analysis. The model's input "
+        "normalisation is not ranked (it is a wrapper, not a layer of the architecture).")
     Options = SensitivityOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
