@@ -154,3 +154,42 @@ def test_input_normalization_layers_by_type_and_by_name() -> None:
     assert input_normalization_layers(model) == {"0", "normalize"}
     select = LayerSelect(model, None, "test").without(input_normalization_layers(model))
     assert set(select.calls) == {"1", "2"}
+
+
+def test_each_section_shows_its_analysis_text(run_dir: Path) -> None:
+    from robustlens.study.analyses import ANALYSES
+
+    text = (run_dir / "report.html").read_text(encoding="utf-8")
+    for key, anchor_id in (("per_class", "per-class"), ("sensitivity", "sensitivity"), ("saliency", "saliency")):
+        start = text.index(f'<section id="{anchor_id}">')
+        section = text[start:text.index("</section>", start)]
+        assert ANALYSES[key].report_text[:60] in section
+    for name, cls in ANALYSES.items():  # every built-in says what its figures show
+        if cls.__module__.startswith("robustlens."):
+            assert len(cls.report_text) > 150, name
+
+
+def test_describe_falls_back_to_the_docstring() -> None:
+    from robustlens.study.analyses import ModelComparison, StudyAnalysis
+
+    class Mine(StudyAnalysis):
+        """Counts  things
+        per layer.
+
+        Details nobody reads in a report.
+        """
+
+    class Theirs(ModelComparison):
+        report_text = "<p>Given.</p>"
+
+    assert Mine.describe() == "Counts things per layer."
+    assert Theirs.describe() == "<p>Given.</p>"
+
+
+def test_audit_flags_reach_the_summary() -> None:
+    from robustlens.report import audit_flags
+
+    audit = pd.DataFrame({"model": ["a", "a", "b"], "check": ["monotonic_in_eps", "beats_random_noise", "x"],
+                          "status": ["pass", "flag", "skipped"], "evidence": ["", "noise wins on 12%", ""]})
+    assert audit_flags(audit) == ["a: beats_random_noise flagged. noise wins on 12%"]
+    assert audit_flags(None) == [] and audit_flags(audit[audit["status"] != "flag"]) == []
