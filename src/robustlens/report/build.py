@@ -86,7 +86,7 @@ def _summary(run: RunDir, analysis_sections: list[ReportSection]) -> ReportSecti
     if notes:
         parts.append("<ul class='summary'>" + "".join(f"<li>{t}</li>" for t in notes) + "</ul>")
     return ReportSection("Summary", key="summary", text="\n".join(parts),
-                         tables=[("headline", headline_table(acc))])
+                         tables=[("headline accuracy", headline_table(acc))])
 
 
 def build_report(run_dir: str | Path) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import math
 
 import numpy as np
 import pandas as pd
@@ -23,6 +22,7 @@ def accuracy_summary(accuracy: pd.DataFrame) -> pd.DataFrame:
     order = list(dict.fromkeys(df["condition"]))
     wide = df.pivot(index="model", columns="condition", values="accuracy")[order]
     wide = wide.reindex(list(dict.fromkeys(df["model"])))
+    wide.columns.name = None
     return wide.reset_index()
 
 
@@ -36,8 +36,8 @@ def headline_table(accuracy: pd.DataFrame) -> pd.DataFrame:
         accuracy: rows ``model, attack, eps, accuracy`` (the run's ``accuracy`` table).
 
     Returns:
-        One row per model (study order): ``model``, ``clean``, then one text column per eps
-        (``"eps=0.05"``: ``"0.412 (pgd)"``).
+        One row per model (study order): ``model``, ``clean`` (``"0.981"``), then one text
+        column per eps (``"eps=0.05"``: ``"0.412 (pgd)"``).
     """
     models = list(dict.fromkeys(accuracy["model"]))
     adv = accuracy[(accuracy["attack"] != "clean") & np.isfinite(accuracy["eps"].astype(float))]
@@ -46,7 +46,7 @@ def headline_table(accuracy: pd.DataFrame) -> pd.DataFrame:
     for model in models:
         mine = accuracy[accuracy["model"] == model]
         clean = mine.loc[mine["attack"] == "clean", "accuracy"]
-        row: dict[str, object] = {"model": model, "clean": float(clean.iloc[0]) if len(clean) else math.nan}
+        row: dict[str, object] = {"model": model, "clean": f"{clean.iloc[0]:.3f}" if len(clean) else "–"}
         for eps in epsilons:
             at = adv[(adv["model"] == model) & (adv["eps"] == eps)]
             if at.empty:
@@ -96,7 +96,7 @@ def summary_notes(accuracy: pd.DataFrame) -> list[str]:
     first = float(adv["eps"].min())
     at_first = adv[adv["eps"] == first].groupby("model", sort=False)["accuracy"].min()
     drop = (clean.reindex(at_first.index) - at_first).dropna()
-    if not drop.empty:
+    if not drop.empty and drop.max() > 0:
         m = drop.idxmax()
         notes.append(f"Already at the smallest eps ({first:g}), <b>{html.escape(str(m))}</b> loses "
                      f"{drop[m]:.3f} of its clean accuracy ({clean[m]:.3f}).")
