@@ -70,8 +70,9 @@ class RunDir:
         missing = [n for n in ("config.toml", "manifest.json", "results/accuracy.parquet")
                    if not (root / n).is_file()]
         if missing:
-            raise DataError(f"{root} is not a study run directory: it lacks {', '.join(missing)}; "
-                            "give the folder a study wrote (robustlens study ... --out FOLDER).")
+            raise DataError(f"{root} is not a study run directory with results: it lacks {', '.join(missing)}; "
+                            "give the folder a study wrote (robustlens study ... --out FOLDER), after its "
+                            "first model finished.")
         try:
             config_text = (root / "config.toml").read_text(encoding="utf-8")
             config = tomllib.loads(config_text)
