@@ -69,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors + .json)")
     train.add_argument("--quiet", action="store_true")
 
+    report = sub.add_parser("report", help="rebuild a finished (or interrupted) study's report.html "
+                            "from its run directory")
+    report.add_argument("run_dir", type=Path, help="the folder a study wrote (config.toml, manifest.json, "
+                        "results/)")
+
     models = sub.add_parser("models", help="list the registered models")
     models.add_argument("pattern", nargs="?", default="*")
     _visualize.add_parser(sub)
@@ -82,7 +87,7 @@ def _version() -> str:
 
 
 def _print_accuracy(result_tables: dict[str, Any]) -> None:
-    from robustlens.study.report import accuracy_summary
+    from robustlens.report import accuracy_summary
 
     table = accuracy_summary(result_tables["accuracy"]).set_index("model")
     print("\nAccuracy (clean and robust, eps in pixel units):")
@@ -176,6 +181,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from robustlens.report import build_report
+
+    path = build_report(args.run_dir)
+    print(f"Report: {path.resolve()}")
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from robustlens.models import list_models, model_info
 
@@ -203,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     warnings.showwarning = _show_warning
     commands = {"demo": _cmd_demo, "study": _cmd_study, "train": _cmd_train, "models": _cmd_models,
+                "report": _cmd_report,
                 "visualize": _visualize.run}
     try:
         return commands[args.command](args)

@@ -180,6 +180,7 @@ class _Run:
     def write_manifest(self) -> None:
         import json
 
+        self.manifest["tables"] = {key: list(tables) for key, tables in self.analysis_tables.items()}
         atomic_write_text(self.run_dir / "manifest.json", json.dumps(self.manifest, indent=2, default=str))
 
     def restore(self, name: str, done: FinishedModel) -> None:
@@ -572,10 +573,10 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
         if world.is_main and config.photos is not None:
             _photos_part(run)
         if world.is_main:
-            from robustlens.study.report import build_report
+            from robustlens.report import build_report
 
             t0 = time.perf_counter()
-            build_report(run)
+            build_report(run.run_dir)
             run.manifest["timings"]["report_s"] = time.perf_counter() - t0
             run.manifest["status"] = "complete"
     except BaseException as err:

@@ -16,6 +16,7 @@ from robustlens.visualization.deepdream import deepdream
 from robustlens.visualization.examples import DatasetExamples, ExampleSet, receptive_field
 from robustlens.visualization.figures import (
     plot_examples,
+    plot_image_grid,
     plot_image_rows,
     plot_saliency,
     saliency_heatmap,
@@ -60,6 +61,7 @@ __all__ = [
     "objectives",
     "plot_examples",
     "plot_gabor_layout",
+    "plot_image_grid",
     "plot_image_rows",
     "plot_saliency",
     "plot_top_channels",

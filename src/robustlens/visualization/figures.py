@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from robustlens.visualization.examples import ExampleSet
 
-__all__ = ["plot_examples", "plot_image_rows", "plot_saliency", "saliency_heatmap"]
+__all__ = ["plot_examples", "plot_image_grid", "plot_image_rows", "plot_saliency", "saliency_heatmap"]
 
 
 def _draw(ax: object, image: torch.Tensor | np.ndarray, cmap: str = "gray") -> None:
@@ -45,6 +45,43 @@ def plot_image_rows(rows: Mapping[str, Sequence[tuple[str, torch.Tensor]]],
             ax.set_title(name, fontsize=7)
             if q == 0:
                 ax.set_ylabel(label, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_image_grid(cells: Mapping[tuple[str, str], torch.Tensor], rows: Sequence[str],
+                    columns: Sequence[str], title: str = "",
+                    cmaps: Mapping[str, str] | None = None, cell_inches: float = 1.35) -> Figure:
+    """Images on a labelled grid: ``cells[(row, column)]`` is a (C, H, W) image in [0, 1];
+    missing cells stay blank. Row labels sit on the left, column labels on top.
+
+    Args:
+        cells: (row label, column label) -> image.
+        rows: the row labels, top to bottom.
+        columns: the column labels, left to right.
+        title: the figure's title.
+        cmaps: row label -> colour map of its one-channel images (default ``"gray"``).
+        cell_inches: the side of one cell, inches.
+    """
+    n_rows, n_cols = max(1, len(rows)), max(1, len(columns))
+    fig = Figure(figsize=(cell_inches * n_cols + 1.0, cell_inches * n_rows + 0.6), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for r, row in enumerate(rows):
+        for c, column in enumerate(columns):
+            ax = axes[r, c]
+            image = cells.get((row, column))
+            if image is not None:
+                _draw(ax, image, (cmaps or {}).get(row, "gray"))
+            else:
+                ax.set_xticks([])
+                ax.set_yticks([])
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+            if r == 0:
+                ax.set_title(column, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(row, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

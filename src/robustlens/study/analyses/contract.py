@@ -298,6 +298,12 @@ def parse_options(schema: type[OptionsT], table: Any, where: str) -> OptionsT:
 # ----------------------------------------------------------------------------- base classes
 
 
+def _doc_text(cls: type) -> str:
+    """The first paragraph of a class' docstring, on one line."""
+    doc = (cls.__doc__ or "").strip()
+    return " ".join(doc.split("\n\n")[0].split())
+
+
 class StudyAnalysis:
     """Base class of per-model study analyses (the contract is in :mod:`robustlens.study.analyses`).
 
@@ -311,6 +317,9 @@ class StudyAnalysis:
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    report_text: ClassVar[str] = ""
+    """The report section's text (HTML allowed): what the figures show and how to read them.
+    Empty: the first paragraph of the class docstring (see :meth:`describe`)."""
     Options: ClassVar[type[AnalysisOptions]] = AnalysisOptions
     option_defaults: ClassVar[dict[str, Any]] = {}  # derived from Options by register_analysis
 
@@ -324,6 +333,11 @@ class StudyAnalysis:
         elif raw:
             raise TypeError("give either options or raw option keys, not both")
         self.options: Any = options
+
+    @classmethod
+    def describe(cls) -> str:
+        """The report section's text: :attr:`report_text`, else the docstring's first paragraph."""
+        return cls.report_text or _doc_text(cls)
 
     def layers(self) -> list[str] | None:
         """Layers to record: names or selectors, ``None`` for every leaf module, ``[]`` for none."""
@@ -395,12 +409,19 @@ class ModelComparison:
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    report_text: ClassVar[str] = ""
+    """The report section's text (HTML allowed); empty: the docstring's first paragraph."""
     Options: ClassVar[type[ComparisonOptions]] = ComparisonOptions
 
     def __init__(self, options: ComparisonOptions | None = None, **raw: Any) -> None:
         if options is None:
             options = parse_options(self.Options, raw, f"[comparisons.{self.name}]")
         self.options: Any = options
+
+    @classmethod
+    def describe(cls) -> str:
+        """The report section's text: :attr:`report_text`, else the docstring's first paragraph."""
+        return cls.report_text or _doc_text(cls)
 
     def compare(self, tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
         """Named result tables computed from the study's tables.

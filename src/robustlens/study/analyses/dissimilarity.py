@@ -60,6 +60,14 @@ class DissimilarityAnalysis(PerCondition):
 
     name = "dissimilarity"
     title = "Per-layer dissimilarity between clean and adversarial activations"
+    report_text = (
+        "How far the perturbation moves each layer's activations: 1 - Pearson r between a clean "
+        "image's activation and its adversarial counterpart's, averaged over images, one point "
+        "per layer (input on the left, logits on the right), one line per eps (band: standard "
+        "error), one panel per model. 0 means the layer did not change; 1 means its activation "
+        "is uncorrelated with the clean one. Read it for where the perturbation grows: a curve "
+        "that rises with depth shows a small pixel change amplified into a different "
+        "representation; a model whose curve stays low until late layers resists longer.")
     Options = DissimilarityOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
@@ -119,6 +127,11 @@ class ChannelDissimilarityAnalysis(PerCondition):
 
     name = "dissimilarity_channels"
     title = "Dissimilarity per layer and channel, by metric (S1)"
+    report_text = (
+        "The clean-vs-adversarial dissimilarity of the per-layer analysis, with the metric of "
+        "the config (Spearman, Pearson or cosine), per layer and per channel. The figure shows "
+        "the per-layer curve; the channel table says which channels of a layer change most, to "
+        "compare with the sensitivity ranking.")
     Options = ChannelDissimilarityOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],

@@ -39,7 +39,7 @@ from robustlens.study.analyses.contract import (
     option,
     register_analysis,
 )
-from robustlens.study.analyses.helpers import LayerSelect, layer_list
+from robustlens.study.analyses.helpers import LayerSelect, input_normalization_layers, layer_list
 from robustlens.visualization.figures import plot_image_rows
 from robustlens.visualization.render import render
 from robustlens.visualization.tables import pixel_rows, rows_to_image
@@ -80,6 +80,12 @@ class FeatureVisAnalysis(StudyAnalysis):
 
     name = "featurevis"
     title = "What the most sensitive channels respond to: activation maximization (S2)"
+    report_text = (
+        "What the most sensitive channels respond to: each model's top channels under the first "
+        "attack at its largest eps (the S2 ranking, input normalisation excluded), rendered by "
+        "activation maximization, one row per model, ranked left to right. Compare the renders "
+        "across models: the channels an attack moves most in a robust model often render as "
+        "smoother, more object-like patterns than a standard model's high-frequency textures.")
     Options = FeatureVisOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
@@ -87,6 +93,8 @@ class FeatureVisAnalysis(StudyAnalysis):
         super().__init__(model_name, model, class_names, options, **raw)
         self._layers = layer_list(self.options.layers)
         self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
+        if self._layers is None:  # "all": the input normalisation is a wrapper, not a layer to rank
+            self._select.without(input_normalization_layers(model))
         self._top_k = self.options.top_k
         self._steps = self.options.steps
         self._eot = self.options.eot_samples

@@ -20,7 +20,8 @@ from robustlens.study.analyses.contract import (
     merge_keyed,
 )
 
-__all__ = ["LayerSelect", "PerCondition", "concat_frames", "layer_list", "with_condition"]
+__all__ = ["LayerSelect", "PerCondition", "concat_frames", "input_normalization_layers", "layer_list",
+           "with_condition"]
 
 
 def layer_list(selector: str | Sequence[str]) -> list[str] | None:
@@ -30,6 +31,19 @@ def layer_list(selector: str | Sequence[str]) -> list[str] | None:
         selector: ``"all"`` or a sequence of names / globs / ``"type:Name"`` selectors.
     """
     return None if selector == "all" else [selector] if isinstance(selector, str) else list(selector)
+
+
+def input_normalization_layers(model: nn.Module) -> set[str]:
+    """Names of the modules that are ``model``'s input normalisation, not part of its architecture:
+    a :class:`robustlens.models.Normalize`, or a module whose name ends in ``normalize``.
+
+    Args:
+        model: the model.
+    """
+    from robustlens.models import Normalize
+
+    return {name for name, module in model.named_modules()
+            if name and (isinstance(module, Normalize) or name.rsplit(".", 1)[-1].lower() == "normalize")}
 
 
 class LayerSelect:
@@ -49,6 +63,15 @@ class LayerSelect:
             self.calls = resolve_layers(model, layers).calls
         except RobustlensError as err:
             raise ConfigError(f"{where}: {err}") from None
+
+    def without(self, names: set[str]) -> LayerSelect:
+        """Leave the modules ``names`` out of this selection (returns ``self``).
+
+        Args:
+            names: module names (e.g. :func:`input_normalization_layers`).
+        """
+        self.calls = {k: v for k, v in self.calls.items() if k not in names}
+        return self
 
     def __call__(self, acts: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The entries of ``acts`` this selection covers, in ``acts``' order.

@@ -68,6 +68,14 @@ class ManifoldAnalysis(StudyAnalysis):
 
     name = "manifolds"
     title = "Class activation manifolds and per-class robustness (S3)"
+    report_text = (
+        "Class activation manifolds (S3): the number of principal components each class's clean "
+        "activations need to reach the variance threshold at the chosen layer (its dimension), "
+        "against that class's robust accuracy. The first figure compares the dimensions per "
+        "class and model; each scatter is one attack x eps, one point per class, with the "
+        "Pearson and Spearman correlations. A negative correlation means higher-dimensional "
+        "classes are less robust. With m images a class spans at most m - 1 dimensions: read "
+        "dimensions near that bound as saturated.")
     Options = ManifoldOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],

@@ -80,6 +80,12 @@ class PCAImagesAnalysis(StudyAnalysis):
 
     name = "pca_images"
     title = "Activations as images: PCA over channels, clean vs adversarial (S1)"
+    report_text = (
+        "Activations as images (S1): at each layer a PCA over the channels is fit on clean "
+        "activations and applied to the adversarial ones, and the first three components are "
+        "shown as the red, green and blue of an image, clean beside adversarial, one row per "
+        "layer. Where the two images agree the layer still sees the same thing; colours that "
+        "change show the layer encoding something else for the perturbed image.")
     Options = PCAImagesOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],

@@ -52,7 +52,7 @@ from robustlens.study.analyses.contract import (
     register_analysis,
 )
 
-__all__ = ["AuditAnalysis", "AuditOptions", "PerClassAnalysis", "PerExampleAnalysis"]
+__all__ = ["AuditAnalysis", "AuditOptions", "PerClassAnalysis", "PerExampleAnalysis", "per_class_small_multiples"]
 
 Key = Condition
 
@@ -72,12 +72,65 @@ def _accuracy_vs_eps_figure(df: pd.DataFrame, group: str, title: str) -> Figure:
     return fig
 
 
+MAX_LEGEND_CLASSES = 20
+"""Classes named in the per-class figure's legend (more: lines only)."""
+
+
+def per_class_small_multiples(df: pd.DataFrame, title: str = "") -> Figure:
+    """Accuracy per class against eps as small multiples: one panel per model (rows) x attack
+    (columns), one line per class, shared axes and one legend.
+
+    Args:
+        df: ``per_class`` rows (``model, attack, eps, class_name, accuracy``); the clean rows
+            (``attack == "clean"``) give every curve its eps = 0 point.
+        title: the figure's title.
+    """
+    models = list(dict.fromkeys(df["model"]))
+    attacks = [a for a in dict.fromkeys(df["attack"]) if a != "clean"] or ["clean"]
+    classes = list(dict.fromkeys(df["class_name"]))
+    fig = Figure(figsize=(1.0 + 3.0 * len(attacks), 0.6 + 2.3 * len(models)), layout="constrained")
+    axes = fig.subplots(len(models), len(attacks), squeeze=False, sharex=True, sharey=True)
+    colours = [f"C{i % 10}" for i in range(len(classes))]
+    styles = ["-", "--", ":", "-."]
+    for r, model in enumerate(models):
+        mine = df[df["model"] == model]
+        clean = mine[mine["attack"] == "clean"]
+        for c, attack in enumerate(attacks):
+            ax = axes[r, c]
+            rows = pd.concat([clean, mine[mine["attack"] == attack]]) if attack != "clean" else clean
+            rows = rows[rows["eps"].map(math.isfinite)]
+            for i, name in enumerate(classes):
+                g = rows[rows["class_name"] == name].sort_values("eps")
+                ax.plot(g["eps"], g["accuracy"], marker="o", markersize=2.5, linewidth=1.0,
+                        color=colours[i], linestyle=styles[(i // 10) % len(styles)], label=str(name))
+            ax.set_ylim(-0.03, 1.03)
+            ax.grid(alpha=0.3)
+            if r == 0:
+                ax.set_title(str(attack), fontsize=10)
+            if c == 0:
+                ax.set_ylabel(f"{model}\naccuracy", fontsize=9)
+            if r == len(models) - 1:
+                ax.set_xlabel("eps (pixel units)", fontsize=9)
+    if len(classes) <= MAX_LEGEND_CLASSES:
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="class")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig
+
+
 @register_analysis
 class PerClassAnalysis(StudyAnalysis):
     """Robust accuracy per class, for every attack x eps (and clean, eps 0)."""
 
     name = "per_class"
     title = "Robust accuracy per class"
+    report_text = (
+        "Robust accuracy per class: one panel per model (rows) and attack (columns), one line "
+        "per class, accuracy against eps (eps 0 is clean). All panels share their axes, so "
+        "compare across a row for attacks and down a column for models. Classes whose line falls "
+        "first are the easiest to attack; a spread of lines at eps 0 is the clean per-class "
+        "accuracy.")
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
@@ -109,13 +162,8 @@ class PerClassAnalysis(StudyAnalysis):
         df = tables.get("per_class")
         if df is None or df.empty:
             return []
-        out = []
-        clean = df[df["attack"] == "clean"]
-        for (model, attack), g in df[df["attack"] != "clean"].groupby(["model", "attack"]):
-            g = pd.concat([clean[clean["model"] == model].assign(attack=attack), g])
-            title = f"{model}: accuracy per class under {attack}"
-            out.append((title, _accuracy_vs_eps_figure(g, "class_name", title)))
-        return out
+        title = "Accuracy per class against eps (rows: models, columns: attacks)"
+        return [(title, per_class_small_multiples(df, title))]
 
     def state_dict(self) -> dict[str, Any]:
         return {condition_str(k): c.state_dict() for k, c in self._counters.items()}
@@ -145,6 +193,12 @@ class PerExampleAnalysis(StudyAnalysis):
 
     name = "per_example"
     title = "Per-example results and the worst case over attacks"
+    report_text = (
+        "One row per image x attack x eps (clean and adversarial prediction, perturbation "
+        "norms), and the worst case over attacks: an image counts as robust at an eps only if it "
+        "survives every attack run there. The figure is that worst-case accuracy against eps, "
+        "one line per model: a lower bound on what a stronger adversary would leave, and the "
+        "number to quote.")
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
@@ -236,6 +290,14 @@ class AuditAnalysis(StudyAnalysis):
 
     name = "audit"
     title = "Gradient-masking audit"
+    report_text = (
+        "The gradient-masking audit: checks that the robust accuracy is not an artefact of "
+        "gradients that mislead the attack (accuracy falls with eps and reaches 0 at an "
+        "unbounded eps, iterative attacks beat single-step ones, more restarts change little, "
+        "attacks beat random noise and transfer, no zero gradients, EOT for stochastic models). "
+        "Each row is a check with its status, evidence and a suggestion; a flag means the "
+        "accuracy above may overstate the model's robustness until the suggested stronger "
+        "evaluation is run.")
     Options = AuditOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],

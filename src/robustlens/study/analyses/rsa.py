@@ -79,6 +79,13 @@ class RSAAnalysis(PerCondition):
 
     name = "rsa"
     title = "Representational similarity analysis (class-averaged RDMs)"
+    report_text = (
+        "Representational similarity: for each layer, a class x class representational "
+        "dissimilarity matrix (RDM) of class-averaged activations, clean and adversarial. The "
+        "RDM figures show each model's last layer (dark: similar classes); the similarity curves "
+        "say, layer by layer, how well the adversarial RDM still matches the clean one (1: the "
+        "class geometry is intact; a drop marks the layer where the attack scrambles it). The "
+        "layer x layer panel compares the first two models' clean RDMs.")
     Options = RSAOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],

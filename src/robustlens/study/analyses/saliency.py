@@ -36,7 +36,7 @@ from robustlens.study.analyses.contract import (
     register_analysis,
     strings,
 )
-from robustlens.visualization.figures import plot_image_rows, saliency_heatmap
+from robustlens.visualization.figures import plot_image_grid, saliency_heatmap
 from robustlens.visualization.saliency import SALIENCY_METHODS, Output, saliency_method
 from robustlens.visualization.tables import pixel_rows, rows_to_image
 
@@ -70,6 +70,14 @@ class SaliencyAnalysis(StudyAnalysis):
 
     name = "saliency"
     title = "Saliency maps, clean vs adversarial (S4)"
+    report_text = (
+        "Saliency maps of the study's first images: one grid per attack, with the images and "
+        "each method's map as rows and, for each model, the clean image beside its adversarial "
+        "version (the attack at its largest eps) as columns. Bright pixels are those the class "
+        "score is most sensitive to (maps scaled per image). Compare across a pair: maps that "
+        "move away from the object show the perturbation redirecting the model's evidence; "
+        "compare across models: adversarially trained models are known for maps that follow the "
+        "object's shape more closely (Tsipras et al., 2019).")
     Options = SaliencyOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
@@ -132,18 +140,26 @@ class SaliencyAnalysis(StudyAnalysis):
         df = tables.get("saliency")
         if df is None or df.empty:
             return []
+        images: dict[tuple[Any, ...], torch.Tensor] = {
+            key: rows_to_image(cell) for key, cell in df.groupby(["model", "attack", "method", "image"], sort=False)}
+        models = list(dict.fromkeys(df["model"]))
+        methods = ["input"] + [m for m in dict.fromkeys(df["method"]) if m != "input"]
+        indices = sorted(df["image"].unique())
         out = []
-        for attack in [a for a in df["attack"].unique() if a != "clean"]:
+        for attack in [a for a in dict.fromkeys(df["attack"]) if a != "clean"]:
             eps = float(df.loc[df["attack"] == attack, "eps"].max())
-            rows: dict[str, list[tuple[str, torch.Tensor]]] = {}
-            for model, g in df.groupby("model", sort=False):
-                for cond, label in (("clean", "clean"), (attack, f"{attack} {eps:g}")):
-                    sel = g[(g["attack"] == cond) & ((g["eps"] == eps) | (cond == "clean"))]
-                    for method in sel["method"].unique():
-                        cells = sel[sel["method"] == method]
-                        rows[f"{model}\n{method}\n{label}"] = [
-                            (f"image {i}", rows_to_image(cells[cells["image"] == i]))
-                            for i in sorted(cells["image"].unique())]
-            title = f"Saliency, clean vs {attack} eps={eps:g} (rows: model x method x input)"
-            out.append((title, plot_image_rows(rows, title)))
+            rows = [f"image {i}\n{m}" for i in indices for m in methods]
+            columns, cells = [], {}
+            for model in models:
+                for cond, label in (("clean", f"{model}\nclean"), (attack, f"{model}\n{attack} {eps:g}")):
+                    columns.append(label)
+                    for i in indices:
+                        for m in methods:
+                            image = images.get((model, cond, m, i))
+                            if image is not None:
+                                cells[(f"image {i}\n{m}", label)] = image
+            cmaps = {row: "inferno" for row in rows if not row.endswith("\ninput")}
+            title = (f"Saliency, clean beside {attack} eps={eps:g} "
+                     "(rows: image x method, columns: model x condition)")
+            out.append((title, plot_image_grid(cells, rows, columns, title, cmaps)))
         return out

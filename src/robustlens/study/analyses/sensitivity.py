@@ -31,6 +31,7 @@ from robustlens.study.analyses.helpers import (
     LayerSelect,
     PerCondition,
     concat_frames,
+    input_normalization_layers,
     layer_list,
     with_condition,
 )
@@ -57,6 +58,14 @@ class SensitivityAnalysis(PerCondition):
 
     name = "sensitivity"
     title = "Sensitive channels and layers (S2)"
+    report_text = (
+        "S2 sensitivity: the mean absolute change |F(x) - F(x')| of each channel's activation "
+        "between clean and adversarial images, per element. The first figure ranks the most "
+        "sensitive channels of each model at the largest eps (bars with their standard error; "
+        "the label is layer#channel); the second shows each layer's mean sensitivity against "
+        "depth, one line per eps. Channels at the top are where the attack acts; compare their "
+        "layers across models, and render them with the featurevis analysis. The model's input "
+        "normalisation is not ranked (it is a wrapper, not a layer of the architecture).")
     Options = SensitivityOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
@@ -64,6 +73,8 @@ class SensitivityAnalysis(PerCondition):
         super().__init__(model_name, model, class_names, options, **raw)
         self._layers = layer_list(self.options.layers)
         self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
+        if self._layers is None:  # "all": the input normalisation is a wrapper, not a layer to rank
+            self._select.without(input_normalization_layers(model))
         self._top_k = self.options.top_k
 
     def new_reducers(self) -> dict[str, Any]:
