@@ -17,7 +17,7 @@ from robustlens.models._registry import ModelInfo, register_model
 from robustlens.models.normalize import Normalize
 from robustlens.models.small_cnn import FMNIST_MEAN, FMNIST_STD
 
-__all__ = ["FashionMNISTResNet", "fmnist_resnet"]
+__all__ = ["FashionMNISTResNet", "GlobalAvgPool", "fmnist_resnet"]
 
 
 def _stage(in_channels: int, out_channels: int, stride: int, blocks: int) -> nn.Sequential:
@@ -30,15 +30,22 @@ def _stage(in_channels: int, out_channels: int, stride: int, blocks: int) -> nn.
     return nn.Sequential(*layers)
 
 
+class GlobalAvgPool(nn.Module):
+    """(B, C, H, W) -> (B, C): the mean over positions (a ResNet's ``avgpool`` and ``flatten`` in one)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean((2, 3))
+
+
 class FashionMNISTResNet(nn.Module):
     """A three-stage ResNet for (B, 1, 28, 28) pixels in [0, 1].
 
     ``normalize -> conv1 (3x3) -> bn1 -> relu -> maxpool (2) -> layer1 (w, 14 x 14) ->
-    layer2 (2w, 7 x 7) -> layer3 (4w, 4 x 4) -> avgpool -> flatten -> fc``, where each
+    layer2 (2w, 7 x 7) -> layer3 (4w, 4 x 4) -> avgpool (global mean) -> fc``, where each
     ``layerN`` is ``blocks`` torchvision ``BasicBlock``s (the first of ``layer2`` and
     ``layer3`` strided, with a 1x1 ``downsample``). Module names follow torchvision's ResNet
     (``layer1.0.conv1``, ``layer1.0.relu``, ``fc``). ``avgpool`` is the penultimate layer
-    (4w values per image).
+    and returns (B, 4w) directly (no 1 x 1 map, which per-position analyses cannot use).
 
     Args:
         num_classes: logits.
@@ -59,8 +66,7 @@ class FashionMNISTResNet(nn.Module):
         self.layer1 = _stage(width, width, 1, blocks)
         self.layer2 = _stage(width, 2 * width, 2, blocks)
         self.layer3 = _stage(2 * width, 4 * width, 2, blocks)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.flatten = nn.Flatten()
+        self.avgpool = GlobalAvgPool()
         self.fc = nn.Linear(4 * width, num_classes)
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
@@ -69,7 +75,7 @@ class FashionMNISTResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(self.normalize(x)))))
         x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(self.flatten(self.avgpool(x)))
+        return self.fc(self.avgpool(x))
 
 
 @register_model(
