@@ -57,7 +57,7 @@ def _no_noise(model: torch.nn.Module):  # type: ignore[no-untyped-def]
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path: Path) -> None:
     weights = save_checkpoint(create_model("digits_cnn", width=4), tmp_path / "d", "digits_cnn", {"width": 4})
-    with pytest.raises(CheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match="holds a 'digits_cnn', not a 'fmnist_cnn'"):
         create_model("fmnist_cnn", weights=weights)
 
 
@@ -148,3 +148,17 @@ def test_seed_fixes_the_initial_weights_and_leaves_the_global_rng_alone(name: st
     if name == "vone_fmnist_cnn":  # the V1 block keeps its own seeds: same Gabor banks for any seed
         assert torch.equal(a.vone_block.simple_conv_q0.weight, c.vone_block.simple_conv_q0.weight)
         assert not torch.equal(a.bottleneck.weight, c.bottleneck.weight)
+
+
+def test_checkpoints_of_the_former_wrapper_still_load(tmp_path: Path) -> None:
+    """robustlens once saved torchvision-style models as ``normalize -> model``: keys ``model.*``."""
+    from safetensors.torch import save_file
+
+    from robustlens.models import load_checkpoint
+
+    model = create_model("efficientnet_lite0", pretrained=False, num_classes=10, seed=0).eval()
+    weights = save_checkpoint(model, tmp_path / "lite", "efficientnet_lite0", {"pretrained": False, "num_classes": 10})
+    save_file({f"model.{k}": v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    loaded, _ = load_checkpoint(weights)
+    assert _same_state(loaded, model)
+    assert _same_state(create_model("efficientnet_lite0", weights=weights), model)

@@ -77,6 +77,7 @@ def test_torchvision_models_keep_torchvision_names_and_keys(name):
         (k, v.shape) for k, v in reference.state_dict().items()]
 
 
+@pytest.mark.slow  # a full-size VGG-11 (1.3 x 10^8 parameters): built twice, saved and read back
 def test_vgg_loads_a_torchvision_file_and_matches_torchvision(tmp_path):
     """A random VGG-11 (batch norm) saved as torchvision publishes it, loaded by name."""
     torch.manual_seed(0)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from robustlens.errors import ConfigError, suggest
+from robustlens.errors import CheckpointError, ConfigError, suggest
 
 __all__ = ["LOADING_OPTIONS", "ModelInfo", "WeightsLoader", "architecture_options", "create_model", "list_models",
            "load_state_dict_file", "model_defaults", "model_info", "pretrained_weights_path", "register_model",
@@ -86,8 +86,7 @@ def load_state_dict_file(path: str | Path, build: Callable[..., nn.Module], opti
                          *, allow_pickle: bool = False) -> nn.Module:
     """The default weights loader: a state dict for the architecture as robustlens builds it.
 
-    Reads a robustlens checkpoint (``.safetensors``; when its JSON metadata lies beside it,
-    its ``options`` are the defaults of ``options``), or a ``torch.save``d state dict (bare,
+    Reads a robustlens checkpoint (``.safetensors``), or a ``torch.save``d state dict (bare,
     under ``state_dict`` / ``model``, with or without DataParallel's ``module.`` prefix).
     Missing ``num_batches_tracked`` entries (old PyTorch) are filled with 0; keys and shapes
     must otherwise match exactly.
@@ -102,13 +101,9 @@ def load_state_dict_file(path: str | Path, build: Callable[..., nn.Module], opti
         The model with the file's weights, in eval mode.
     """
     from robustlens.models._weights import check_weights_file, extract_state_dict, read_weights_file, strip_prefix
-    from robustlens.models.checkpoint import checkpoint_paths, load_state_dict_checked, read_metadata
+    from robustlens.models.checkpoint import load_state_dict_checked
 
     check_weights_file(path)  # a bad path fails before anything is built
-    p = Path(path)
-    if p.suffix == ".safetensors" and checkpoint_paths(p)[1].is_file():
-        record = read_metadata(p)
-        options = {**record.get("options", {}), **options}
     model = build(**options)
     source = f"weights file {path}"
     state = strip_prefix(extract_state_dict(read_weights_file(path, allow_pickle=allow_pickle), source))
@@ -194,7 +189,8 @@ def create_model(name: str, *, weights: str | Path | None = None, allow_pickle: 
         name: registry name (see :func:`list_models`).
         weights: a local weights file: the family's released format (torchvision ``.pth``
             state dicts, the VOneNet and CORnet releases) or a robustlens checkpoint
-            (``.safetensors``). The model comes back in eval mode. Nothing is downloaded.
+            (``.safetensors``; the options recorded beside it are the defaults of
+            ``overrides``). The model comes back in eval mode. Nothing is downloaded.
         allow_pickle: let ``weights`` be a full pickle (files holding Python objects besides
             tensors); only for files you trust.
         seed: seed of the initial weights (the global RNG is left as it was); ``None``
@@ -227,8 +223,22 @@ def create_model(name: str, *, weights: str | Path | None = None, allow_pickle: 
             torch.manual_seed(seed)
         if weights is None:
             return entry.constructor(**overrides)
-        return entry.loader(Path(weights).expanduser(), entry.constructor, dict(overrides),
+        path = Path(weights).expanduser()
+        return entry.loader(path, entry.constructor, {**_checkpoint_options(name, path), **overrides},
                             allow_pickle=allow_pickle)
+
+
+def _checkpoint_options(name: str, path: Path) -> dict[str, Any]:
+    """The options recorded beside a robustlens checkpoint of ``name`` (``{}`` for other files)."""
+    from robustlens.models.checkpoint import checkpoint_paths, read_metadata
+
+    if path.suffix != ".safetensors" or not checkpoint_paths(path)[1].is_file():
+        return {}
+    record = read_metadata(path)
+    if record["architecture"] != name:
+        raise CheckpointError(f"checkpoint {path} holds a {record['architecture']!r}, not a {name!r}; "
+                              f"use create_model({record['architecture']!r}, weights=...) or load_checkpoint().")
+    return dict(record.get("options", {}))
 
 
 def model_info(name: str) -> ModelInfo:
