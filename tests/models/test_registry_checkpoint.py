@@ -28,7 +28,7 @@ def test_list_and_create() -> None:
 def test_unknown_name_and_override_are_clear_errors() -> None:
     with pytest.raises(ConfigError, match="Did you mean 'fmnist_cnn'"):
         robustlens.create_model("fmnist_cn")
-    with pytest.raises(ConfigError, match=r"accepted options: hidden, num_classes, width"):
+    with pytest.raises(ConfigError, match=r"accepted options: allow_pickle, hidden, num_classes, seed, weights, width"):
         robustlens.create_model("fmnist_cnn", depth=3)
 
 

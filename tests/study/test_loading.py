@@ -69,7 +69,7 @@ def test_torchvision_state_dict_loads_as_a_study_model(tmp_path: Path, resnet18_
     model, info = _obtain(mc, tmp_path)
     assert info == {"source": "weights", "path": str(path)}
     assert not model.training
-    assert _same_weights(model.model, resnet18_10)
+    assert _same_weights(model, resnet18_10)
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         reference = resnet18_10(torchvision.transforms.functional.normalize(
@@ -89,7 +89,7 @@ def test_pickled_torchvision_checkpoint_needs_allow_pickle(tmp_path: Path, resne
     assert "`allow_pickle = true`" in message and "--allow-pickle" in message and "trust" in message
     assert "\n" not in message
     model, info = _obtain(replace(mc, allow_pickle=True), tmp_path)
-    assert info["source"] == "weights" and _same_weights(model.model, resnet18_10)
+    assert info["source"] == "weights" and _same_weights(model, resnet18_10)
 
 
 @pytest.fixture(scope="module")

@@ -29,3 +29,30 @@ def test_unknown_layer_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFix
     assert status == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("robustlens: error:") and "features.4" in err and "\n" not in err
+
+
+def test_weights_and_allow_pickle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--weights`` loads a weights file of the model's family; ``--allow-pickle`` opts in to pickles."""
+    import argparse
+
+    import torch
+
+    from robustlens.models import create_model, save_checkpoint
+
+    model = create_model("digits_cnn", seed=4)
+    weights = save_checkpoint(model, tmp_path / "digits", "digits_cnn")
+    out = tmp_path / "fig.png"
+    base = ["visualize", "render", "--model", "digits_cnn", "features.4:1", "--steps", "2", "--device", "cpu",
+            "--out", str(out)]
+    assert main([*base, "--weights", str(weights)]) == 0 and out.stat().st_size > 1000
+    pickled = tmp_path / "digits.pth.tar"
+    torch.save({"args": argparse.Namespace(lr=0.1), "state_dict": model.state_dict()}, pickled)
+    capsys.readouterr()
+    assert main([*base, "--weights", str(pickled)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "argparse.Namespace" in err and "allow_pickle" in err and "\n" not in err
+    assert main([*base, "--weights", str(pickled), "--allow-pickle"]) == 0
+    assert main([*base, "--allow-pickle"]) == 2  # nothing to allow
+    assert "allow_pickle applies to a weights file" in capsys.readouterr().err
+    assert main([*base, "--weights", str(pickled), "--checkpoint", str(weights)]) == 2
+    assert "not both" in capsys.readouterr().err

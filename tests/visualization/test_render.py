@@ -35,7 +35,7 @@ def test_render_beats_best_of_1000_random_images_fmnist(trained_fmnist_cnn, unit
 
 
 def test_render_beats_best_of_1000_random_images_lite0(lite0) -> None:
-    unit = "model._blocks.2#7"
+    unit = "_blocks.2#7"
     result = render(lite0, unit, image_size=48, steps=40)
     random = torch.rand(1000, 3, 48, 48, generator=torch.Generator().manual_seed(0))
     assert objective_values(lite0, unit, result.images)[0] > objective_values(lite0, unit,
@@ -50,6 +50,26 @@ def test_lucent_and_robustlens_addresses_agree(trained_fmnist_cnn) -> None:
         render(trained_fmnist_cnn, "featres.4#2", steps=1)
     with pytest.raises(RobustlensError, match="out of range"):
         render(trained_fmnist_cnn, "features.4#99", steps=1, input_size=28)
+
+
+def test_lucent_unit_on_a_registered_resnet() -> None:
+    """``"layer4:0"`` is channel 0 of torchvision's ``layer4``; the former ``model.`` name agrees."""
+    import robustlens
+    from robustlens.models import create_model
+
+    model = create_model("resnet18", seed=0).eval()
+    runs = {unit: render(model, unit, image_size=32, steps=2, transforms=None, redirect_relu_steps=0)
+            for unit in ("layer4:0", "layer4#0", "model.layer4:0")}
+    for result in runs.values():
+        torch.testing.assert_close(result.images, runs["layer4#0"].images)
+    images = torch.rand(3, 3, 32, 32, generator=UNIFORM)
+    with torch.no_grad(), robustlens.record(model, ["layer4"]) as rec:
+        model(images)
+    expected = rec["layer4"][:, 0].mean((1, 2))  # channel 0 of layer4's output, averaged over positions
+    torch.testing.assert_close(objective_values(model, "layer4:0", images), expected)
+    torch.testing.assert_close(objective_values(model, "model.layer4:0", images), expected)
+    with pytest.raises(RobustlensError, match="Did you mean 'layer4'"):
+        render(model, "layer5:0", steps=1)
 
 
 def test_render_is_seeded_and_leaves_model_untouched(trained_fmnist_cnn) -> None:

@@ -14,16 +14,35 @@ string can mean two things:
 Lucent writes channels as ``"layer:channel"``; that text means a *call* here, so it is only
 read by :func:`from_lucent`, for code that takes Lucent-style objectives.
 
+Lucent writes channels as ``"layer:channel"``. In a *unit address* (the objectives of feature
+visualization, ``render``, ``robustlens visualize render``) that text is read Lucent's way,
+by :func:`from_lucent`: ``"layer4:0"`` is channel 0 of ``layer4``'s (first call's) output,
+while ``"layer4:1#0"`` is channel 0 of its second call. In a *layer selector* (recording,
+study configs) ``":N"`` is always the N-th call.
+
 Layers to record are selected (:func:`resolve_layers`) by exact name (optionally with a call
 suffix), by glob pattern (``fnmatch``: ``"layer*.relu"``, ``"features.?"``), or by module type,
 given as a class (``nn.ReLU``, subclasses included) or, in config files, as the string
 ``"type:ReLU"`` (any class of that name in the module's class hierarchy).
+
+Names are the architecture's own: torchvision's ``layer4.0.relu`` for a registered ResNet,
+the released code's ``model.layer4.0.relu`` for a VOneResNet50 (whose back-end is its
+``model``). A model may list former name prefixes in a ``layer_prefix_aliases`` attribute
+(robustlens' normalised torchvision models list ``"model."``, the prefix their layers had
+when robustlens wrapped them as ``normalize -> model``); a name that is not found is then
+tried without such a prefix, so ``"model.layer4.0.relu"`` still selects ``layer4.0.relu``.
+Recordings are keyed by the architecture's names and also answer to the former ones.
+
+A study naming layers for models with different names gives either a selector that matches
+in each (a glob such as ``"*layer1.0.relu:2"``), or one list per model:
+``{"resnet50": ["layer1.0.relu:2"], "vone": ["model.layer1.0.relu:2"]}`` (keyed by the model's
+name in the study, ``"*"`` for the others), resolved by :func:`layers_for`.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -39,15 +58,21 @@ __all__ = [
     "call_name",
     "format_channel",
     "from_lucent",
+    "layer_aliases",
     "layer_names",
+    "layers_for",
     "parse_channel",
     "penultimate_layer",
+    "resolve_layer_name",
     "resolve_layers",
     "split_call",
 ]
 
 LayerSpec = str | type[nn.Module]
 """One layer selector: a name, a glob, ``"type:ClassName"`` or an ``nn.Module`` subclass."""
+
+LayerSpecs = LayerSpec | Sequence[LayerSpec] | None
+"""What to record: one selector, several, or ``None`` for every leaf module."""
 
 _GLOB_CHARS = frozenset("*?[")
 _TYPE_PREFIX = "type:"
@@ -71,6 +96,79 @@ def layer_names(model: nn.Module) -> list[str]:
     """Names of the leaf modules of ``model`` (those recorded by default), in definition order."""
     leaves = [name for name, m in model.named_modules() if not any(True for _ in m.children())]
     return [n if n else OUTPUT for n in leaves]
+
+
+def layer_aliases(model: nn.Module) -> tuple[str, ...]:
+    """The former name prefixes ``model`` declares (its ``layer_prefix_aliases``), else ``()``.
+
+    Args:
+        model: any module.
+    """
+    prefixes = getattr(type(model), "layer_prefix_aliases", ())
+    return tuple(p for p in prefixes if isinstance(p, str) and p)
+
+
+def _unalias(name: str, prefixes: Sequence[str], known: Mapping[str, object] | Sequence[str]) -> str | None:
+    """``name`` without the first of ``prefixes`` it starts with, if that name is ``known``."""
+    for prefix in prefixes:
+        if name.startswith(prefix) and name[len(prefix):] in known:
+            return name[len(prefix):]
+        if name == prefix.rstrip("."):  # the former wrapper's network: the model's own output
+            return ""
+    return None
+
+
+def resolve_layer_name(model: nn.Module, name: str) -> str:
+    """The module name (``""`` for the model itself) that a layer name denotes in ``model``.
+
+    Accepts ``"output"`` for the model, the architecture's names, and names under one of the
+    model's :func:`layer_aliases` prefixes (``"model.layer4"`` for a registered ResNet's
+    ``layer4``). No call suffix.
+
+    Args:
+        model: any module.
+        name: a module name.
+
+    Raises:
+        RobustlensError: unknown name (with close matches).
+    """
+    modules = dict(model.named_modules())
+    if name in modules and name:
+        return name
+    if name == OUTPUT:
+        return ""
+    found = _unalias(name, layer_aliases(model), modules)
+    if found is None:
+        names = [n for n in modules if n]
+        raise RobustlensError(f"unknown layer {name!r}.{suggest(name, names)} "
+                              "List the names with robustlens.activations.layer_names(model).")
+    return found
+
+
+def layers_for(layers: LayerSpecs | Mapping[str, LayerSpecs], model_name: str) -> LayerSpecs:
+    """The layers for one model out of a selector or a per-model table.
+
+    Args:
+        layers: selectors that apply to every model, or a table model name -> selectors,
+            where the key ``"*"`` covers the models not named.
+        model_name: the model's name (in a study: its ``name``).
+
+    Returns:
+        The selectors for ``model_name`` (``layers`` itself when it is not a table).
+
+    Raises:
+        RobustlensError: the table has no entry for ``model_name`` and no ``"*"``.
+    """
+    if not isinstance(layers, Mapping):
+        return layers
+    if model_name in layers:
+        return layers[model_name]
+    if "*" in layers:
+        return layers["*"]
+    keys = sorted(map(str, layers))
+    raise RobustlensError(f"the per-model layer table names no layers for model {model_name!r}"
+                          f"{suggest(model_name, keys)} It has entries for {', '.join(keys)}; add "
+                          f"one for {model_name!r} or a '*' entry for every other model.")
 
 
 class ChannelRef(NamedTuple):
@@ -159,8 +257,8 @@ def _type_matches(module: nn.Module, spec: str | type[nn.Module]) -> bool:
                for c in type(module).__mro__)
 
 
-def resolve_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec] | None = None
-                   ) -> LayerSelection:
+def resolve_layers(model: nn.Module, layers: LayerSpecs | Mapping[str, LayerSpecs] = None, *,
+                   model_name: str | None = None) -> LayerSelection:
     """Choose the modules (and calls) of ``model`` that ``layers`` selects.
 
     Args:
@@ -168,12 +266,23 @@ def resolve_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec] | N
         layers: ``None`` for every leaf module; or one or several of: an exact module name,
             optionally with a call suffix (``"layer1.0.relu:1"``), ``"output"`` for the model
             itself; a glob over module names (``"layer*.conv?"``, also with a call suffix);
-            a module class (``nn.ReLU``); ``"type:ReLU"``.
+            a module class (``nn.ReLU``); ``"type:ReLU"``. Or a table model name -> such
+            selectors (see :func:`layers_for`), with ``model_name``. Names and globs under
+            one of the model's :func:`layer_aliases` prefixes select the same modules
+            without it.
+        model_name: which entry of a per-model table applies.
 
     Raises:
-        RobustlensError: for a name, glob or type that matches no module.
+        RobustlensError: for a name, glob or type that matches no module, or a per-model
+            table without an entry for ``model_name``.
     """
+    if isinstance(layers, Mapping):
+        if model_name is None:
+            raise RobustlensError("a per-model layer table needs the model's name: pass model_name= "
+                                  "(or pick the entry with robustlens.activations.layers_for).")
+        layers = layers_for(layers, model_name)
     modules = dict(model.named_modules())
+    prefixes = layer_aliases(model)
     if layers is None:
         leaves: dict[str, frozenset[int] | None] = {
             name: None for name, m in modules.items() if not any(True for _ in m.children())}
@@ -210,6 +319,9 @@ def resolve_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec] | N
         explicit_call = module != spec
         if _GLOB_CHARS & set(module):
             hits = [n for n in names if fnmatch.fnmatchcase(n, module)]
+            for prefix in prefixes:
+                if not hits and module.startswith(prefix):
+                    hits = [n for n in names if fnmatch.fnmatchcase(n, module[len(prefix):])]
             if not hits:
                 raise RobustlensError(f"the pattern {module!r} matches no layer. List the names "
                                       "with robustlens.activations.layer_names(model).")
@@ -218,8 +330,11 @@ def resolve_layers(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec] | N
             continue
         key = "" if module == OUTPUT and OUTPUT not in modules else module
         if key not in modules or (key == "" and module != OUTPUT):
-            raise RobustlensError(f"unknown layer {spec!r}.{suggest(module, names)} "
-                                  "List the names with robustlens.activations.layer_names(model).")
+            found = _unalias(module, prefixes, modules)
+            if found is None:
+                raise RobustlensError(f"unknown layer {spec!r}.{suggest(module, names)} "
+                                      "List the names with robustlens.activations.layer_names(model).")
+            key = found
         add(key, call)
         strict.add(key)
     frozen = {n: (None if c is None else frozenset(c)) for n, c in chosen.items()}

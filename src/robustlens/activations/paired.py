@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from robustlens.activations.layers import LayerSpec
+from robustlens.activations.layers import LayerSpec, layer_aliases
 from robustlens.activations.recorder import Recording, record
 from robustlens.errors import RobustlensError
 
@@ -78,7 +78,7 @@ def record_paired(model: nn.Module, clean: torch.Tensor, adversarial: torch.Tens
             rec = _seeded_forward(model, images, layers, seed + s)
             dtypes.update({k: v.dtype for k, v in rec.items()})
             _accumulate(total, rec)
-        mean = Recording()
+        mean = Recording(layer_aliases(model))
         for name, value in total.items():
             mean._put(name, (value / n_samples).to(dtypes[name]))
         results.append(mean)

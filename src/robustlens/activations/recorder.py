@@ -35,6 +35,7 @@ from robustlens.activations.layers import (
     ChannelRef,
     LayerSpec,
     call_name,
+    layer_aliases,
     layer_names,
     parse_channel,
     resolve_layers,
@@ -66,16 +67,28 @@ def _external_refs(t: torch.Tensor, own: int) -> int:
 
 
 class Recording(Mapping[str, torch.Tensor]):
-    """An ordered mapping of call name -> activation, filled by :func:`record`."""
+    """An ordered mapping of call name -> activation, filled by :func:`record`.
 
-    def __init__(self) -> None:
+    Keys are the architecture's call names; a name under one of the model's former prefixes
+    (:func:`~robustlens.activations.layers.layer_aliases`, e.g. ``"model.layer4.0.relu"``
+    for a registered ResNet's ``"layer4.0.relu"``) finds the same entry.
+
+    Args:
+        aliases: the recorded model's former name prefixes.
+    """
+
+    def __init__(self, aliases: Sequence[str] = ()) -> None:
         self._data: dict[str, torch.Tensor] = {}
         self._shared: dict[_StorageKey, list[str]] = {}
+        self._aliases = tuple(aliases)
 
     def __getitem__(self, key: str) -> torch.Tensor:
         try:
             return self._data[key]
         except KeyError:
+            for prefix in self._aliases:
+                if isinstance(key, str) and key.startswith(prefix) and key[len(prefix):] in self._data:
+                    return self._data[key[len(prefix):]]
             raise KeyError(f"{key!r} was not recorded.{suggest(key, self._data)}") from None
 
     def __iter__(self) -> Iterator[str]:
@@ -200,7 +213,7 @@ def record(model: nn.Module, layers: LayerSpec | Sequence[LayerSpec] | None = No
     selection = resolve_layers(model, layers)
     lazy = copy == "lazy" and detach
     modules = dict(model.named_modules())
-    rec = Recording()
+    rec = Recording(layer_aliases(model))
     counts: dict[str, int] = {}
     handles: list[RemovableHandle] = []
 

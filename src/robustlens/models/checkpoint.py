@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from robustlens.errors import CheckpointError
-from robustlens.models._registry import create_model, list_models
+from robustlens.models._registry import create_model, list_models, upgrade_state_dict
 from robustlens.models._weights import check_safetensors_header
 
 __all__ = ["check_checkpoint", "checkpoint_paths", "load_checkpoint", "load_state_dict_checked",
@@ -149,6 +149,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"checkpoint {weights} is truncated, corrupt or not a safetensors file ({err}). "
                               + _RESTORE) from None
-    load_state_dict_checked(model, state, f"checkpoint {weights}")
+    load_state_dict_checked(model, upgrade_state_dict(model, state), f"checkpoint {weights}")
     model.eval()
     return model, record

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlens.models._registry import ModelInfo, register_model
+from robustlens.models._registry import ModelInfo, register_model, upgrade_state_dict
 from robustlens.models._weights import check_weights_file, extract_state_dict, read_weights_file, strip_prefix
 from robustlens.models.checkpoint import load_state_dict_checked
 from robustlens.models.normalize import Normalize
@@ -149,15 +151,25 @@ def load_cornet_s(model: nn.Module, path: str | Path, *, allow_pickle: bool = Fa
     Accepts the released dict (``state_dict`` saved from DataParallel, keys ``module.V1...``)
     or a bare state dict; missing ``num_batches_tracked`` entries (old PyTorch) are filled
     with 0. Keys and shapes must otherwise match exactly.
+
+    Args:
+        model: a ``cornet_s`` model.
+        path: the checkpoint file.
+        allow_pickle: accept files holding arbitrary Python objects (only ones you trust).
     """
     source = f"CORnet-S weights {path}"
     state = strip_prefix(extract_state_dict(
         read_weights_file(path, allow_pickle=allow_pickle, how_to_get=CORNET_S_URL_HINT), source))
-    expected = model.state_dict()
-    for key, value in expected.items():
-        if key.endswith("num_batches_tracked") and key not in state:
-            state[key] = torch.zeros_like(value)
-    load_state_dict_checked(model, state, source)
+    load_state_dict_checked(model, upgrade_state_dict(model, state), source)
+
+
+def _load_cornet_file(path: Path, build: Callable[..., nn.Module], options: dict[str, Any], *,
+                      allow_pickle: bool = False) -> nn.Module:
+    """Registry loader of ``cornet_s``: the released checkpoint."""
+    check_weights_file(path, how_to_get=CORNET_S_URL_HINT)  # a bad path fails before building
+    model = build(**options)
+    load_cornet_s(model, path, allow_pickle=allow_pickle)
+    return model.eval()
 
 
 @register_model(
@@ -172,28 +184,26 @@ def load_cornet_s(model: nn.Module, path: str | Path, *, allow_pickle: bool = Fa
         paper="Kubilius et al. (2019), Brain-Like Object Recognition with High-Performing "
               "Shallow Recurrent ANNs, NeurIPS 32",
         license="MIT (this implementation); released weights: see dicarlolab/CORnet",
-    )
+    ),
+    weights_loader=_load_cornet_file,
 )
-def cornet_s(weights: str | None = None, num_classes: int = 1000) -> nn.Module:
+def cornet_s(num_classes: int = 1000) -> nn.Module:
     """CORnet-S with ImageNet normalisation first: (B, 3, 224, 224) pixels -> logits.
 
     Modules: ``normalize``, ``V1`` (7x7/2 conv, BN, ReLU, max-pool, 3x3 conv, BN, ReLU),
     ``V2`` (times 2), ``V4`` (times 4), ``IT`` (times 2), ``decoder``; 224 -> 56 -> 28 ->
     14 -> 7 -> 1.
 
+    ``create_model("cornet_s", weights=PATH)`` loads the released ``cornet_s-1d3f7974.pth``
+    (or a compatible state dict).
+
     Args:
-        weights: optional local path of ``cornet_s-1d3f7974.pth`` (or a compatible state dict).
         num_classes: logits (1000 for the released weights).
     """
-    if weights is not None:
-        check_weights_file(weights, how_to_get=CORNET_S_URL_HINT)  # a bad path fails before building
     model = nn.Sequential(OrderedDict([
         ("normalize", Normalize(IMAGENET_MEAN, IMAGENET_STD)),
         ("V1", _v1_stem()),
         *_stages(num_classes),
     ]))
     init_cornet_weights(model)
-    if weights is not None:
-        load_cornet_s(model, weights)
-        model.eval()
     return model

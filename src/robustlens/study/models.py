@@ -25,15 +25,12 @@ from robustlens.models import (
     VOneNet,
     create_model,
     load_checkpoint,
-    load_vonenet,
     model_defaults,
-    model_info,
+    pretrained_weights_path,
     save_checkpoint,
 )
 from robustlens.models._weights import UnsafePickleError, check_weights_file
 from robustlens.models.checkpoint import checkpoint_paths
-from robustlens.models.cornet import CORblockS, load_cornet_s
-from robustlens.models.zoo import ImageNetClassifier, efficientnet_lite0_weights_path, load_torchvision_weights
 from robustlens.study.config import DataConfig, ModelConfig
 from robustlens.training import evaluate_accuracy, train_model
 
@@ -51,11 +48,10 @@ def default_cache_dir() -> Path:
 def build_seeded(architecture: str, options: dict[str, Any], seed: int) -> nn.Module:
     """Build a registered model with its initial weights drawn from ``seed``.
 
-    The global RNG state is restored afterwards, so nothing else is affected.
+    ``create_model(architecture, seed=seed, **options)``: the global RNG state is left as
+    it was, so nothing else is affected.
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return create_model(architecture, **options)
+    return create_model(architecture, seed=seed, **options)
 
 
 def _scratch_options(mc: ModelConfig) -> dict[str, Any]:
@@ -67,44 +63,18 @@ def _scratch_options(mc: ModelConfig) -> dict[str, Any]:
     return options
 
 
-def _packaged_weights_path(architecture: str) -> str | None:
-    return str(efficientnet_lite0_weights_path()) if architecture == "efficientnet_lite0" else None
-
-
 def _load_released(mc: ModelConfig) -> tuple[nn.Module, dict[str, Any]]:
-    """Build ``mc``'s architecture and load its released weights file with the loader of its
-    family (VOneNet, torchvision-style ImageNet classifier, CORnet-S)."""
+    """Build ``mc``'s architecture with its weights file, read by the loader its family registered
+    (torchvision, VOneNet or CORnet-S releases, robustlens checkpoints)."""
     assert mc.weights is not None
-    arch = mc.architecture
-    defaults = model_defaults(arch)
-    if "weights" not in defaults:
-        raise ConfigError(f"model {mc.name!r}: architecture {arch!r} takes no released weights file; "
-                          "use `checkpoint` (a robustlens checkpoint) or `train`.")
     check_weights_file(mc.weights)  # a missing or broken file fails before anything is built
-    options = {**_scratch_options(mc), "weights": None}
-    with torch.device("meta"):  # the module types tell the family; no memory, no initialisation
-        skeleton = create_model(arch, **options)
-    if isinstance(skeleton, VOneNet):
-        merged = {**defaults, **mc.options}
-        del merged["weights"]
-        vone = load_vonenet(mc.weights, arch=model_info(arch).extra["arch"], allow_pickle=mc.allow_pickle,
-                            **merged)
-        params = vone.gabor_params
-        return vone, {"gabor_verified": params.get("verified"), "sf_max_detected": params.get("sf_max_detected")}
-    if isinstance(skeleton, ImageNetClassifier):
-        model = build_seeded(arch, options, mc.seed)
-        assert isinstance(model, ImageNetClassifier)
-        load_torchvision_weights(model, mc.weights, allow_pickle=mc.allow_pickle)
-        return model, {}
-    if any(isinstance(m, CORblockS) for m in skeleton.modules()):
-        model = build_seeded(arch, options, mc.seed)
-        load_cornet_s(model, mc.weights, allow_pickle=mc.allow_pickle)
-        return model, {}
-    if mc.allow_pickle:
-        raise ConfigError(f"model {mc.name!r}: allow_pickle is not supported for architecture {arch!r} "
-                          "(its weights load only through the safe loader); convert the file to a plain "
-                          "state dict or safetensors and drop allow_pickle.")
-    return create_model(arch, **{**mc.options, "weights": mc.weights}), {}
+    model = create_model(mc.architecture, weights=mc.weights, allow_pickle=mc.allow_pickle, seed=mc.seed,
+                         **_scratch_options(mc))
+    facts: dict[str, Any] = {}
+    if isinstance(model, VOneNet):  # where its Gabor banks came from
+        params = model.gabor_params
+        facts = {"gabor_verified": params.get("verified"), "sf_max_detected": params.get("sf_max_detected")}
+    return model, facts
 
 
 def _training_key(mc: ModelConfig, data: DataConfig) -> str:
@@ -143,8 +113,9 @@ def obtain_model(mc: ModelConfig, data: DataConfig, *, cache_dir: Path, device: 
         return model.to(device).eval(), {"source": "weights", "path": mc.weights, **extra}
     if mc.pretrained:
         model = create_model(mc.architecture, **{**mc.options, "pretrained": True})
+        packaged = pretrained_weights_path(mc.architecture)
         return model.to(device).eval(), {"source": "pretrained",
-                                         "path": _packaged_weights_path(mc.architecture)}
+                                         "path": None if packaged is None else str(packaged)}
     if mc.checkpoint is not None:
         model, meta = load_checkpoint(mc.checkpoint)
         if meta["architecture"] != mc.architecture:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from robustlens.activations.layers import OUTPUT, call_name, resolve_layers, split_call
+from robustlens.activations.layers import OUTPUT, resolve_layer_name, split_call
 from robustlens.errors import RobustlensError
 
 __all__ = ["capture", "check_images", "module_training", "resolve_targets"]
@@ -94,17 +94,16 @@ def capture(model: nn.Module, x: torch.Tensor, calls: Iterable[str], *,
     """
     wanted = list(dict.fromkeys(calls))
     modules = dict(model.named_modules())
-    per_module: dict[str, set[int]] = {}
+    per_module: dict[str, dict[int, list[str]]] = {}  # module -> call -> the names asking for it
     for name in wanted:
         module, call = split_call(name)
-        resolve_layers(model, [module])  # unknown names: error with close matches
-        key = "" if module == OUTPUT and OUTPUT not in modules else module
-        per_module.setdefault(key, set()).add(call)
+        key = resolve_layer_name(model, module)  # unknown names: error with close matches
+        per_module.setdefault(key, {}).setdefault(call, []).append(name)
     got: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
     handles: list[RemovableHandle] = []
 
-    def make_hook(key: str, keep: set[int]) -> Any:
+    def make_hook(key: str, keep: dict[int, list[str]]) -> Any:
         label = key if key else OUTPUT
 
         def hook(_m: nn.Module, _args: Any, output: Any) -> None:
@@ -116,7 +115,9 @@ def capture(model: nn.Module, x: torch.Tensor, calls: Iterable[str], *,
                 raise RobustlensError(f"layer {label!r} returned {type(output).__name__}, not a "
                                       "tensor; address one of its submodules instead.")
             # a clone keeps the captured value safe from later in-place operations
-            got[call_name(label, call)] = output.clone()
+            value = output.clone()
+            for name in keep[call]:
+                got[name] = value
             if not need_output and len(got) == len(wanted):
                 raise _Stop
 

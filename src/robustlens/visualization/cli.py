@@ -3,7 +3,8 @@
 Each subcommand loads a registered model (``--model``, optionally ``--checkpoint`` for
 trained weights), computes one thing and saves one figure (``--out fig.png``)::
 
-    robustlens visualize render --model efficientnet_lite0 "model._blocks.10#3" --out r.png
+    robustlens visualize render --model efficientnet_lite0 "_blocks.10#3" --out r.png
+    robustlens visualize render --model resnet50 --weights resnet50-0676ba61.pth layer4:0 --out r.png
     robustlens visualize saliency --model fmnist_cnn --checkpoint ck --out s.png
     robustlens visualize weights --model vone_fmnist_cnn --out w.png
     robustlens visualize dream --model efficientnet_lite0 model._blocks.8 --out d.png
@@ -35,13 +36,17 @@ def add_parser(subparsers: Any) -> None:
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--model", required=True, help="registered architecture")
         q.add_argument("--checkpoint", help="robustlens checkpoint with trained weights")
+        q.add_argument("--weights", help="released weights file of the model's family (torchvision .pth, "
+                       "VOneNet / CORnet-S releases, or a robustlens .safetensors)")
+        q.add_argument("--allow-pickle", action="store_true",
+                       help="let --weights be a full pickle (only for files you trust)")
         q.add_argument("--out", type=Path, required=True, help="figure file (.png, .pdf, .svg)")
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
     r = sub.add_parser("render", help="activation maximization of a channel")
     common(r)
-    r.add_argument("unit", help="'layer#C' or Lucent's 'layer:C'")
+    r.add_argument("unit", help="'layer#C' or Lucent's 'layer:C' (channel C of the layer's output)")
     r.add_argument("--steps", type=int, default=512)
     r.add_argument("--size", type=int, help="image side, pixels (default 128 RGB / native)")
     r.add_argument("--eot", type=int, default=1, help="noise samples per step (VOneNets)")
@@ -76,15 +81,16 @@ def _load(args: argparse.Namespace) -> tuple[nn.Module, Any]:
     from robustlens.study.runner import resolve_device
 
     info = model_info(args.model)
+    if args.checkpoint and args.weights:
+        raise RobustlensError("give --checkpoint (a robustlens checkpoint) or --weights (a weights file), "
+                              "not both.")
     if args.checkpoint:
         model, meta = load_checkpoint(args.checkpoint)
         if meta["architecture"] != args.model:
             raise RobustlensError(f"checkpoint {args.checkpoint} holds a {meta['architecture']!r},"
                                   f" not a {args.model!r}.")
     else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(args.seed)
-            model = create_model(args.model)
+        model = create_model(args.model, weights=args.weights, allow_pickle=args.allow_pickle, seed=args.seed)
     model = model.to(resolve_device(args.device)).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -111,9 +117,10 @@ def _images(info: Any, n: int, root: str | None) -> tuple[torch.Tensor, torch.Te
 def run(args: argparse.Namespace) -> int:
     """Run ``robustlens visualize WHAT``; returns the exit status."""
     from robustlens import visualization as vis
+    from robustlens.models import model_device
 
     model, info = _load(args)
-    device = next(model.parameters()).device
+    device = model_device(model)
     c, h, _ = info.input_size
     if args.what == "render":
         side = args.size or (128 if c == 3 and h > 128 else h)

@@ -15,9 +15,10 @@ from torch import nn
 
 from robustlens.activations.layers import ChannelRef
 from robustlens.errors import RobustlensError
+from robustlens.models.device import model_device
 from robustlens.visualization._hooks import check_images, module_training
 from robustlens.visualization.objectives import Objective, channel, layer
-from robustlens.visualization.render import _evaluate, _forked_rng, _resize, model_device
+from robustlens.visualization.render import _evaluate, _forked_rng, _resize
 
 __all__ = ["deepdream"]
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from robustlens.activations.layers import ChannelRef
 from robustlens.errors import RobustlensError
+from robustlens.models.device import model_device
 from robustlens.visualization._hooks import capture, check_images, module_training
 from robustlens.visualization._relu import ReLUGradientMode
 from robustlens.visualization.objectives import OUTPUT, Objective, as_objective
@@ -51,15 +52,6 @@ class RenderResult:
     images: torch.Tensor
     losses: torch.Tensor
     objective: str
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter or buffer (the CPU for an empty module)."""
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
 def input_channels(model: nn.Module, default: int = 3) -> int:
@@ -116,8 +108,10 @@ def render(model: nn.Module, objective: Objective | str | ChannelRef, *,
 
     Args:
         model: any module taking (B, C, H, W) pixels in [0, 1].
-        objective: an :class:`~.objectives.Objective`, or a channel address: ``"layer#C"``
-            (robustlens; ``"layer:N#C"`` for the N-th call) or Lucent's ``"layer:C"``.
+        objective: an :class:`~.objectives.Objective`, or a unit address: ``"layer#C"``
+            (robustlens; ``"layer:N#C"`` for the N-th call) or Lucent's ``"layer:C"``
+            (``"layer4:0"``: channel 0 of ``layer4``'s output). Layer names are the
+            architecture's own (``"layer4"`` for a registered ResNet).
         param: the image parameterization; default a :class:`~.param.FourierImage` of
             ``image_size`` px with the model's input channels, on the model's device.
         image_size: side of the optimised image, pixels (default 128 for RGB, ``input_size``

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -114,7 +116,6 @@ def vone_resnet(resnet: str | torchvision.models.ResNet = "resnet50", **options:
 
 # --------------------------------------------------------------------------- registry
 def _options_template(
-    weights: str | None = None,
     num_classes: int = 1000,
     simple_channels: int = 256,
     complex_channels: int = 256,
@@ -145,26 +146,30 @@ def _register(name: str, arch: str, description: str, **defaults: Any) -> None:
     def constructor(**options: Any) -> nn.Module:
         merged = {p.name: p.default for p in params}
         merged.update(options)
-        weights = merged.pop("weights")
-        if weights is not None:
-            from robustlens.models.vone._loading import load_vonenet
-
-            return load_vonenet(weights, arch=arch, **merged)
         num_classes = merged.pop("num_classes")
         return vonenet(arch, num_classes=num_classes, **merged)
+
+    def loader(path: Path, build: Callable[..., nn.Module], options: dict[str, Any], *,
+               allow_pickle: bool = False) -> nn.Module:
+        from robustlens.models.vone._loading import load_vonenet
+
+        merged = {p.name: p.default for p in params}
+        merged.update(options)
+        return load_vonenet(path, arch=arch, allow_pickle=allow_pickle, **merged)
 
     constructor.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params],
         return_annotation=nn.Module)
     constructor.__name__ = name
     constructor.__doc__ = (
-        f"{description}.\n\nOptions: see :class:`robustlens.models.vone.VOneBlock`; ``weights`` "
-        "is a local path of a released checkpoint (spec 10.5), whose flags then set the block.")
+        f"{description}.\n\nOptions: see :class:`robustlens.models.vone.VOneBlock`. "
+        "``create_model(name, weights=PATH)`` loads a released checkpoint (spec 10.5), whose "
+        "flags then set the block.")
     info = ModelInfo(name=name, input_size=(3, 224, 224), num_classes=1000, mean=VONE_MEAN,
                      std=VONE_STD, dataset="imagenet", description=description, paper=PAPER,
                      license=LICENSE, stochastic=defaults.get("noise_mode", "neuronal") is not None,
                      extra={"arch": arch})
-    register_model(info)(constructor)
+    register_model(info, weights_loader=loader)(constructor)
 
 
 _register("vone_resnet50", "resnet50",
