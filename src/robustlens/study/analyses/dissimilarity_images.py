@@ -60,6 +60,14 @@ class ImageDissimilarityAnalysis(PerCondition):
 
     name = "dissimilarity_images"
     title = "Dissimilarity per image and layer, models on one axis, flagged layers (S1)"
+    report_text = (
+        "The source's single-image curve: 1 - Pearson r between clean and adversarial activations for "
+        'each kept image, one point per layer over relative depth (0: input, 1: logits), every model '
+        'of the study on one axis so a standard and a brain-inspired model can be compared directly. '
+        'Layers where 1 - r is undefined (a constant activation, e.g. a ReLU map that is all zero) or '
+        'exactly 0 (the layer did not change, or changed only by a scale and shift) are marked and '
+        'listed with the reason in the flags table: such points are not a dip in dissimilarity but a '
+        'property of the layer.')
     Options = ImageDissimilarityOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],

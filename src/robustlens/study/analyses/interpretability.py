@@ -91,6 +91,12 @@ class WeightsAnalysis(StudyAnalysis):
 
     name = "weights"
     title = "First-layer weights (S4)"
+    report_text = (
+        'The filters of the first convolution of each model, drawn as images (one tile per output '
+        'channel, colour channels as RGB where there are three, a shared symmetric colour scale '
+        'otherwise). Adversarially trained and V1-like models tend to show smooth, oriented, '
+        'Gabor-like filters; standard models often show noisier, high-frequency ones. Random '
+        "initialisation is the reference for 'no structure'.")
     Options = WeightsOptions
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -159,6 +165,11 @@ class DatasetExamplesAnalysis(StudyAnalysis):
 
     name = "dataset_examples"
     title = "Dataset examples: the images that most activate a unit (S4)"
+    report_text = (
+        'For each chosen unit, the images of the dataset (the split named in the options) that '
+        "activate it most, strongest first, with their activation values. Read them beside the unit's "
+        'feature visualization: what the unit responds to in real images. Units whose top images '
+        'share no visible property are the ones whose renders are hardest to interpret.')
     Options = DatasetExamplesOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
@@ -255,6 +266,11 @@ class DeepDreamAnalysis(StudyAnalysis):
 
     name = "deepdream"
     title = "DeepDream on the first images (S4)"
+    report_text = (
+        'DeepDream: the first images of the study, changed by gradient ascent on the norm of a '
+        "layer's activation (octaves and jitter as in the options), beside the originals. It "
+        'exaggerates what the layer already sees in each image: early layers bring out edges and '
+        'textures, later ones object parts. Compare models on the same images.')
     Options = DeepDreamOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],

@@ -85,6 +85,13 @@ class SweetSpotComparison(ModelComparison):
 
     name = "sweet_spot"
     title = "The sweet spot: where the robust model is still right and the standard one wrong (S2)"
+    report_text = (
+        "Accuracy of the two named models against eps under one attack, read from the study's own "
+        'per-example results, with the share of images that model A gets right and model B wrong. The '
+        'sweet spot is the eps range around the maximum of that share (within the threshold of the '
+        'options): there the perturbation fools the standard model but not the robust one, which is '
+        'where their differences are easiest to show. The pairs grid shows such images with their '
+        "eps, true label and each model's prediction.")
     Options = SweetSpotOptions
 
     def compare(self, tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -179,6 +186,10 @@ class SweetSpotImages(StudyAnalysis):
 
     name = "sweet_spot_images"
     title = "Images kept for the sweet spot's labelled pairs (S2)"
+    report_text = (
+        'Keeps the clean and adversarial pixels of the first images of each condition so that the '
+        "sweet-spot comparison can draw labelled image pairs (eps, true label, each model's "
+        'prediction). It draws no figure of its own; its table feeds the sweet-spot section.')
     Options = SweetSpotImagesOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
