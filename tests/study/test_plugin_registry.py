@@ -136,3 +136,25 @@ def test_wrong_layers_fail_before_any_model_is_trained(tmp_path: Path) -> None:
                                           r"featurs.4.*\[analyses.manifolds\].layer"):
         run_study(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_layers_per_model_table() -> None:
+    """A layer option may name layers per model ("*": every other model); a model missing from
+    the table without "*" is refused when its analysis is built (the preflight does so first)."""
+    from robustlens.models import create_model
+    from robustlens.study.analyses import ANALYSES
+
+    config = parse_config({**BASE, "analyses": {"dissimilarity": {
+        "layers": {"a": ["features.0", "features.1"], "*": "classifier.0"}}}})
+    options = config.analysis_options["dissimilarity"]
+    model = create_model("digits_cnn")
+    names = [n for n, _ in model.named_modules() if n]
+    assert "features.0" in names
+    for name, expected in (("a", ["features.0", "features.1"]), ("b", ["classifier.0"])):
+        analysis = ANALYSES["dissimilarity"](name, model, [str(i) for i in range(10)], options)
+        assert analysis.layers() == expected
+    only_a = parse_config({**BASE, "analyses": {"dissimilarity": {"layers": {"a": "features.0"}}}})
+    with pytest.raises(ConfigError, match="no layers for model 'b'"):
+        ANALYSES["dissimilarity"]("b", model, [str(i) for i in range(10)], only_a.analysis_options["dissimilarity"])
+    with pytest.raises(ConfigError, match=r"\[analyses.dissimilarity\].layers.a must be"):
+        parse_config({**BASE, "analyses": {"dissimilarity": {"layers": {"a": 3}}}})

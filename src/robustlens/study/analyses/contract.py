@@ -231,16 +231,32 @@ def layer_selector(*, allow_penultimate: bool = False) -> Check:
     Args:
         allow_penultimate: accept ``"penultimate"`` (the layer before the classifier).
     """
-    def check(value: Any, where: str) -> str | tuple[str, ...]:
+    def one(value: Any, where: str) -> str | tuple[str, ...] | None:
         if value == "all" or (allow_penultimate and value == "penultimate"):
             return str(value)
         if isinstance(value, str) and value:
             return (value,)
         if isinstance(value, list | tuple) and value and all(isinstance(v, str) and v for v in value):
             return tuple(value)
+        return None
+
+    def check(value: Any, where: str) -> Any:
         extra = ', "penultimate"' if allow_penultimate else ""
-        raise ConfigError(f"{where} must be \"all\"{extra}, a layer name, glob (\"layer*.relu\") or "
-                          f"\"type:Name\", or a list of them; received {value!r}.")
+        if isinstance(value, Mapping) and value:  # one entry per model ("*": every other model)
+            table = {}
+            for model, selectors in value.items():
+                parsed = one(selectors, where)
+                if parsed is None:
+                    raise ConfigError(f"{where}.{model} must be \"all\"{extra}, a layer name, glob or "
+                                      f"\"type:Name\", or a list of them; received {selectors!r}.")
+                table[str(model)] = parsed
+            return table
+        parsed = one(value, where)
+        if parsed is None:
+            raise ConfigError(f"{where} must be \"all\"{extra}, a layer name, glob (\"layer*.relu\") or "
+                              f"\"type:Name\", a list of them, or a table of them per model "
+                              f"({{ resnet50 = [...], \"*\" = [...] }}); received {value!r}.")
+        return parsed
     return check
 
 

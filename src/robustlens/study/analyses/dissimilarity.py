@@ -73,7 +73,7 @@ class DissimilarityAnalysis(PerCondition):
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
         super().__init__(model_name, model, class_names, options, **raw)
-        self._layers = layer_list(self.options.layers)
+        self._layers = layer_list(self.options.layers, model_name)
         self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
 
     def new_reducers(self) -> dict[str, Any]:
@@ -137,7 +137,7 @@ class ChannelDissimilarityAnalysis(PerCondition):
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
         super().__init__(model_name, model, class_names, options, **raw)
-        self._layers = layer_list(self.options.layers)
+        self._layers = layer_list(self.options.layers, model_name)
         self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
         self._metric = self.options.metric
 

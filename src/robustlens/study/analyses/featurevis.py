@@ -91,7 +91,7 @@ class FeatureVisAnalysis(StudyAnalysis):
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
         super().__init__(model_name, model, class_names, options, **raw)
-        self._layers = layer_list(self.options.layers)
+        self._layers = layer_list(self.options.layers, model_name)
         self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
         if self._layers is None:  # "all": the input normalisation is a wrapper, not a layer to rank
             self._select.without(input_normalization_layers(model))

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from robustlens.activations.layers import resolve_layers, split_call
+from robustlens.activations.layers import layers_for, resolve_layers, split_call
 from robustlens.errors import ConfigError, RobustlensError
 from robustlens.study.analyses.contract import (
     AnalysisBatch,
@@ -24,13 +24,25 @@ __all__ = ["LayerSelect", "PerCondition", "concat_frames", "input_normalization_
            "with_condition"]
 
 
-def layer_list(selector: str | Sequence[str]) -> list[str] | None:
+def layer_list(selector: str | Sequence[str] | Mapping[str, Any], model_name: str | None = None) -> list[str] | None:
     """A validated layer option as the runner's ``layers()`` answer: ``"all"`` -> ``None``.
 
     Args:
-        selector: ``"all"`` or a sequence of names / globs / ``"type:Name"`` selectors.
+        selector: ``"all"`` or a sequence of names / globs / ``"type:Name"`` selectors, or a
+            table model name -> such selectors (``"*"`` for every model not named).
+        model_name: the model the layers are for (needed for a per-model table).
+
+    Raises:
+        ConfigError: a per-model table has no entry for ``model_name`` and no ``"*"``.
     """
-    return None if selector == "all" else [selector] if isinstance(selector, str) else list(selector)
+    if isinstance(selector, Mapping):
+        try:
+            chosen: Any = layers_for(selector, model_name or "")
+        except RobustlensError as err:
+            raise ConfigError(str(err)) from None
+    else:
+        chosen = selector
+    return None if chosen == "all" else [chosen] if isinstance(chosen, str) else list(chosen)
 
 
 def input_normalization_layers(model: nn.Module) -> set[str]:

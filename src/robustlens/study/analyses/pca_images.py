@@ -91,7 +91,7 @@ class PCAImagesAnalysis(StudyAnalysis):
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
         super().__init__(model_name, model, class_names, options, **raw)
-        self._layers = layer_list(self.options.layers)
+        self._layers = layer_list(self.options.layers, model_name)
         self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
         self._n = self.options.n_images
         self._k = self.options.n_components
