@@ -105,8 +105,7 @@ def main() -> None:
 
     worst = 0.0
     for c in (0, k // 2, k - 1):
-        x = class_features(c, m, d).double().numpy()
-        pca = PCA(svd_solver="full").fit(x)
+        pca = PCA(svd_solver="full").fit(class_features(c, m, d).double().numpy())
         expected = int(np.searchsorted(np.cumsum(pca.explained_variance_ratio_), 0.95,
                                        side="right")) + 1
         row = result[result["class"] == c].iloc[0]

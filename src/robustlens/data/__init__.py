@@ -9,7 +9,7 @@ from robustlens.data.classes import ClassSpec, classes_present, resolve_classes,
 from robustlens.data.dataset import Dataset, ImageDataset, to_memory
 from robustlens.data.digits import load_digits
 from robustlens.data.fashion_mnist import FASHION_MNIST_CLASSES, find_fashion_mnist, load_fashion_mnist
-from robustlens.data.imagenet import ImageFolder, imagenet_wnids, load_imagenet
+from robustlens.data.imagenet import ClassMode, ImageFolder, imagenet_wnids, load_imagenet
 from robustlens.data.subset import class_balanced_indices
 from robustlens.data.synthetic import SyntheticImages
 from robustlens.errors import DataError, suggest
@@ -65,7 +65,7 @@ def load_dataset(name: str, split: str = "test", root: str | Path | None = None,
             raise DataError("the imagenet dataset needs a root folder: set [data].root (or --data-root) to "
                             "the folder holding train/ and val/.")
         # "folders" also reads class folders that are not ImageNet WordNet ids (as classes 0, 1, ...)
-        mode = "auto" if isinstance(classes, str) and classes == "folders" else "imagenet"
+        mode: ClassMode = "auto" if isinstance(classes, str) and classes == "folders" else "imagenet"
         data = load_imagenet(root, split, resize=resize, crop=crop, classes=mode)
     elif name == "fashion_mnist":
         data = load_fashion_mnist(split, root)
