@@ -21,8 +21,8 @@ largest size its resume points (``checkpoints/``) reached, and whether ``report.
 written. A child whose resident memory passes ``--max-rss-gib`` is stopped (so a rehearsal
 never takes the machine down) and reported as such.
 
-``--quick`` (within 10 minutes on 2 cores): 2-4 images per config, 1 attack step, the first
-eps only, S3 with 10 classes; full (within 60 minutes on 2 idle cores): 10-20 images per
+``--quick`` (within 10 minutes on 2 idle cores): 2-4 images per config, 1 attack step, the
+first eps only, one saliency image, S3 with 10 classes; full (within 60 minutes on 2 idle cores): 10-20 images per
 config, S3's 100 classes x 2 images.
 
 Usage: python benchmarks/bench_imagenet_rehearsal.py [--quick] [--root DIR] [--only s1,s3]
@@ -68,7 +68,7 @@ REDUCE: dict[str, dict[str, tuple[Any, Any]]] = {
     "s2": {"images": (20, 4), "steps": (None, None), "eps": (None, 3), "render": (8, 2)},
     "s3": {"classes": (100, 10), "steps": (2, 1), "eps": (None, 1)},
     "s4": {"images": (20, 4), "steps": (2, 1), "eps": (None, 1), "render": (8, 2),
-           "saliency_samples": (4, 2)},
+           "saliency_samples": (4, 2), "saliency_images": (4, 1)},
     "vonenet": {"images": (20, 4), "steps": (2, 1), "eps": (None, None), "audit_images": (10, 2),
                 "audit_steps": (2, 1)},
 }
@@ -183,6 +183,7 @@ def rehearsal_config(name: str, raw: dict[str, Any], root: Path, quick: bool) ->
                 analyses[key]["steps"] = red["render"]
     if "saliency_samples" in red and "saliency" in analyses:
         analyses["saliency"]["n_samples"] = red["saliency_samples"]
+        analyses["saliency"]["n_images"] = red["saliency_images"]  # integrated gradients: 64 passes each
     if "audit" in analyses:
         analyses["audit"]["n_images"] = red["audit_images"]
         analyses["audit"]["steps"] = red["audit_steps"]
