@@ -121,3 +121,58 @@ def test_errors_are_clear(digits: ImageDataset, fake_root: Path) -> None:
 def test_wnid_list_is_the_model_order() -> None:
     # the seeded draw is over the classes present, whatever the label range
     assert imagenet_wnids()[151] == "n02085620"
+
+
+STUDY = """
+[study]
+name = "classes"
+batch_size = 64
+[data]
+dataset = "digits"
+split = "test"
+classes = {classes}
+n_per_class = 4
+seed = 1
+[[models]]
+name = "random"
+architecture = "digits_cnn"
+random = true
+[[attacks]]
+type = "fgsm"
+eps = [0.1]
+[analyses.manifolds]
+n_bootstrap = 10
+[analyses.per_class]
+"""
+
+
+def test_study_data_classes_keep_indices_and_names(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from robustlens.study import parse_config, run_study
+
+    config = parse_config(__import__("tomllib").loads(STUDY.format(classes='[7, "3", 0]')))
+    assert config.data.classes == (7, "3", 0)
+    run_study(config, tmp_path / "run", progress=False)
+    per_class = pd.read_parquet(tmp_path / "run" / "results" / "per_class.parquet")
+    assert sorted(per_class["class_index"].unique()) == [0, 3, 7]
+    assert set(per_class["class_name"]) == {"0", "3", "7"}
+    manifolds = pd.read_parquet(tmp_path / "run" / "results" / "manifolds.parquet")
+    assert sorted(manifolds["class"].unique()) == [0, 3, 7]
+    assert (manifolds["n_images"] == 4).all()
+    drawn = parse_config(__import__("tomllib").loads(STUDY.format(classes="3")))
+    assert drawn.data.classes == 3
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("0", r"\[data\].classes must be >= 1"),
+    ('"folder"', r"received 'folder'.*'folders'"),
+    ("[]", "empty list"),
+    ("[true]", "received True"),
+])
+def test_study_config_errors(spec: str, message: str) -> None:
+    from robustlens.errors import ConfigError
+    from robustlens.study import parse_config
+
+    with pytest.raises(ConfigError, match=message):
+        parse_config(__import__("tomllib").loads(STUDY.format(classes=spec)))
