@@ -88,3 +88,87 @@ def test_class_manifolds_streaming_matches_direct(digits):
     pd.testing.assert_frame_equal(copy.result(), m)
     with pytest.raises(RobustlensError, match="max_features"):
         ClassManifolds(10, max_features=16).update({"pixels": x[:4]}, labels[:4])
+
+
+def _sklearn_pca(x: np.ndarray, threshold: float) -> tuple[int, float]:
+    """scikit-learn's components for ``threshold`` and the participation ratio of its spectrum."""
+    pca = PCA(svd_solver="full").fit(x)
+    ratios = np.cumsum(pca.explained_variance_ratio_)
+    v = pca.explained_variance_
+    return int(np.searchsorted(ratios, threshold, side="right")) + 1, v.sum() ** 2 / (v**2).sum()
+
+
+@pytest.mark.parametrize("m", [5, 12, 40])  # m < D, m = D, m > D (D = 12; 40 > 2 D: covariance form)
+def test_many_classes_equal_sklearn_per_class(m):
+    g = torch.Generator().manual_seed(m)
+    n_classes, d = 300, 12
+    seen = torch.randperm(n_classes, generator=g)[:25]
+    labels = seen.repeat_interleave(m)[torch.randperm(25 * m, generator=g)]
+    scales = torch.rand(n_classes, d, generator=g) * 3 + 0.05
+    x = (torch.randn(len(labels), d, generator=g) * scales[labels] + 5.0).float()
+    whole, parts = ClassManifolds(n_classes, 0.9), [ClassManifolds(n_classes, 0.9) for _ in range(2)]
+    for k, lo in enumerate(range(0, len(labels), 37)):
+        whole.update({"f": x[lo:lo + 37]}, labels[lo:lo + 37])
+        parts[k % 2].update({"f": x[lo:lo + 37]}, labels[lo:lo + 37])
+    res = whole.result().set_index("class")
+    assert sorted(res.index) == sorted(seen.tolist())
+    for c in seen.tolist():
+        xc = x[labels == c].double().numpy()
+        dim, pr = _sklearn_pca(xc, 0.9)
+        assert res.loc[c, "dimension"] == dim
+        assert res.loc[c, "participation_ratio"] == pytest.approx(pr, rel=1e-8)
+        assert res.loc[c, "total_variance"] == pytest.approx(xc.var(0, ddof=1).sum(), rel=1e-9)
+        np.testing.assert_allclose(whole.covariance("f", c).numpy(), np.cov(xc, rowvar=False),
+                                   atol=1e-9)
+        sk = PCA(svd_solver="full").fit(xc).explained_variance_
+        np.testing.assert_allclose(whole.variances("f", c).numpy()[:len(sk)], sk, atol=1e-9)
+    merged = parts[1].merge(parts[0])
+    pd.testing.assert_frame_equal(merged.result().set_index("class"), res, check_exact=False,
+                                  rtol=1e-8)
+    copy = ClassManifolds(n_classes, 0.9)
+    copy.load_state_dict(merged.state_dict())
+    pd.testing.assert_frame_equal(copy.result().set_index("class"), res, check_exact=False,
+                                  rtol=1e-8)
+    # merging a covariance-form reducer into a rows-form one and back
+    copy.merge(whole)
+    both = copy.result().set_index("class")
+    assert (both["n_images"] == 2 * m).all()
+
+
+def test_absent_classes_cost_nothing():
+    g = torch.Generator().manual_seed(0)
+    small, large = ClassManifolds(10), ClassManifolds(100_000)
+    x, labels = torch.randn(6, 2048, generator=g), torch.tensor([0, 0, 0, 3, 3, 3])
+    small.update({"f": x}, labels)
+    large.update({"f": x}, labels)
+    assert large.nbytes == small.nbytes == x.nbytes  # the float32 rows as seen, nothing else
+    assert sum(t.nbytes for t in large.state_dict().values()) < x.nbytes + 1024
+    assert ClassManifolds(100_000).nbytes == 0
+    assert large.classes("f") == [0, 3]
+
+
+def test_switches_to_covariance_form_when_smaller():
+    g = torch.Generator().manual_seed(1)
+    d = 4
+    reducer = ClassManifolds(3)
+    x = torch.randn(30, d, generator=g, dtype=torch.float64) + 100.0  # far from 0: stability
+    for lo in range(0, 30, 3):
+        reducer.update({"f": x[lo:lo + 3]}, torch.zeros(3, dtype=torch.long))
+    assert reducer.nbytes == 8 * (d * d + d)  # 30 float64 rows of 4 > a 4 x 4 scatter + mean
+    np.testing.assert_allclose(reducer.covariance("f", 0).numpy(), np.cov(x.numpy(), rowvar=False),
+                               rtol=1e-9, atol=1e-12)
+    state = reducer.state_dict()
+    assert state["f|rows"].shape == (0, d) and state["f|scatter"].shape == (1, d, d)
+
+
+def test_reads_the_dense_state_layout():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(8, 3, generator=g, dtype=torch.float64)
+    n = torch.tensor([0.0, 8.0])
+    s1 = torch.stack([torch.zeros(3), x.sum(0)])
+    s2 = torch.stack([torch.zeros(3, 3), x.T @ x])
+    reducer = ClassManifolds(2)
+    reducer.load_state_dict({"f|n": n, "f|s1": s1, "f|s2": s2})
+    np.testing.assert_allclose(reducer.covariance("f", 1).numpy(), np.cov(x.numpy(), rowvar=False),
+                               atol=1e-12)
+    assert reducer.classes("f") == [1]

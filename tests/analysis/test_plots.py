@@ -70,3 +70,26 @@ def test_figure_input_errors():
         plots.plot_layer_dissimilarity(pd.DataFrame({"layer": ["a"]}))
     with pytest.raises(RobustlensError, match="differ in shape"):
         plots.plot_pca_images(torch.zeros(1, 3, 2, 2), torch.zeros(2, 3, 2, 2))
+
+
+def test_figures_stay_readable_at_1000_classes(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for model, shift in (("resnet50", 40), ("alexnet", 25)):
+        dims = (torch.randn(1000, generator=g) * 5 + shift).round().int().tolist()
+        rows.append(pd.DataFrame({"model": model, "class": range(1000), "dimension": dims,
+                                  "class_name": [f"class {c}" for c in range(1000)]}))
+    table = pd.concat(rows)
+    fig = plots.plot_manifold_dimensions(table)
+    hist_ax, rank_ax = fig.axes
+    assert len(hist_ax.patches) == 2  # one step histogram per model, not one bar per class
+    named = [t.get_text() for t in rank_ax.texts]
+    assert len(named) == 2 * 6  # the 3 lowest and 3 highest classes of each model
+    lowest = table[table["model"] == "resnet50"].sort_values("dimension", kind="stable")
+    assert lowest["class_name"].iloc[0] in named
+    crdm = ClassRDM(1000, class_names=[f"c{c}" for c in range(1000)])
+    crdm.update({"f": torch.randn(2000, 8, generator=g)}, torch.arange(1000).repeat(2))
+    rdm_fig = plots.plot_rdm(crdm.rdm("f"), labels="class_name")
+    assert len(rdm_fig.axes[0].get_xticklabels()) <= 40
+    for i, f in enumerate((fig, rdm_fig)):
+        f.savefig(tmp_path / f"{i}.png", dpi=40)

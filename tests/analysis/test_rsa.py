@@ -137,3 +137,25 @@ def test_class_rdm_streaming(digits):
     with pytest.raises(RobustlensError, match="labels must lie"):
         partial.update({"p": x[:2]}, torch.tensor([0, 10]))
     assert math.isnan(compare_rdms(RDM(np.zeros((3, 3)), "x"), RDM(np.ones((3, 3)), "x")))
+
+
+def test_class_rdm_absent_classes_cost_nothing_and_dense_state_loads(digits):
+    x, labels = digits.images[:200].flatten(1), digits.labels[:200]
+    keep = labels < 4
+    wide = ClassRDM(100_000, "correlation")  # a huge label space; four classes seen
+    wide.update({"p": x[keep]}, labels[keep] + 5000)
+    assert wide.nbytes == 4 * 64 * 8  # one float64 sum per class seen
+    assert wide.class_means("p")[0].tolist() == [5000, 5001, 5002, 5003]
+    small = ClassRDM(10, "correlation")
+    small.update({"p": x[keep]}, labels[keep])
+    np.testing.assert_allclose(wide.rdm("p").matrix, small.rdm("p").matrix, atol=1e-12)
+    dense = {"p|counts": torch.bincount(labels[keep], minlength=10).double(),
+             "p|sums": torch.zeros(10, 64, dtype=torch.float64).index_add_(0, labels[keep],
+                                                                           x[keep].double())}
+    loaded = ClassRDM(10, "correlation")
+    loaded.load_state_dict(dense)
+    np.testing.assert_allclose(loaded.rdm("p").matrix, small.rdm("p").matrix, atol=1e-12)
+    again = ClassRDM(100_000, "correlation")
+    again.load_state_dict(wide.state_dict())
+    again.merge(wide)
+    np.testing.assert_allclose(again.rdm("p").matrix, small.rdm("p").matrix, atol=1e-12)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -108,102 +109,255 @@ def participation_ratio(acts: torch.Tensor | np.ndarray) -> float:
     return _participation(pca_variances(acts))
 
 
-class ClassManifolds:
-    """Streaming per-class covariances and manifold dimensions at one or more layers.
+def _row_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype rows are kept in: float64 stays, every narrower type is widened exactly to float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
-    Keeps, per layer and class, the image count, the sum (D,) and the sum of outer products
-    (D, D) of the flattened activations, in float64 on the activations' device: memory
-    ``n_classes x D^2`` per layer (32 MiB per class for ResNet50's 2048-d penultimate
-    layer), independent of the number of images.
+
+def _scatter_bytes(d: int) -> int:
+    """Bytes of the covariance form of one class: a float64 (D,) mean and (D, D) scatter."""
+    return 8 * (d * d + d)
+
+
+@dataclass
+class _ClassState:
+    """One class at one layer: its rows while they are cheaper, else its mean and scatter.
+
+    Rows form: ``chunks`` of (m_i, D) activations exactly as seen (float32 or float64).
+    Covariance form: ``n`` images, float64 ``mean`` (D,) and centred ``scatter`` (D, D)
+    = sum (x - mean)(x - mean)^T.
+    """
+
+    n: int = 0
+    chunks: list[torch.Tensor] = field(default_factory=list)
+    mean: torch.Tensor | None = None
+    scatter: torch.Tensor | None = None
+
+    @property
+    def nbytes(self) -> int:
+        if self.scatter is not None:
+            assert self.mean is not None
+            return self.scatter.nbytes + self.mean.nbytes
+        return sum(c.nbytes for c in self.chunks)
+
+    def rows(self) -> torch.Tensor:
+        """(n, D) float64 rows (rows form only)."""
+        return torch.cat([c.double() for c in self.chunks]) if len(self.chunks) != 1 \
+            else self.chunks[0].double()
+
+    def add_rows(self, x: torch.Tensor) -> None:
+        if self.scatter is None:
+            self.chunks.append(x)
+            self.n += x.shape[0]
+            d = x.shape[1]
+            if self.nbytes > _scatter_bytes(d):
+                self._to_scatter()
+        else:
+            xd = x.double()
+            mean = xd.mean(0)
+            centred = xd - mean
+            self._combine(x.shape[0], mean, centred.T @ centred)
+
+    def _to_scatter(self) -> None:
+        x = self.rows()
+        self.chunks = []
+        self.mean = x.mean(0)
+        centred = x - self.mean
+        self.scatter = centred.T @ centred
+
+    def _combine(self, n: int, mean: torch.Tensor, scatter: torch.Tensor) -> None:
+        """Chan et al.'s pairwise update of (n, mean, scatter) with another set's."""
+        assert self.mean is not None and self.scatter is not None
+        mean, scatter = mean.to(self.mean.device), scatter.to(self.scatter.device)
+        total = self.n + n
+        delta = mean - self.mean
+        self.scatter = self.scatter + scatter + torch.outer(delta, delta) * (self.n * n / total)
+        self.mean = self.mean + delta * (n / total)
+        self.n = total
+
+    def merge(self, other: _ClassState) -> None:
+        if other.scatter is None:
+            for chunk in other.chunks:
+                self.add_rows(chunk.to(self.device) if self.device is not None else chunk)
+            return
+        assert other.mean is not None
+        if self.scatter is None and not self.chunks:
+            self.n, self.mean, self.scatter = other.n, other.mean.clone(), other.scatter.clone()
+            return
+        if self.scatter is None:
+            self._to_scatter()
+        self._combine(other.n, other.mean, other.scatter)
+
+    @property
+    def device(self) -> torch.device | None:
+        if self.scatter is not None:
+            return self.scatter.device
+        return self.chunks[0].device if self.chunks else None
+
+    def variances(self) -> torch.Tensor:
+        """Covariance eigenvalues (denominator n - 1), decreasing, clamped at 0: min(n, D) of them
+        in the rows form (from the smaller of the Gram and the scatter matrix), D otherwise."""
+        if self.scatter is not None:
+            scatter = (self.scatter + self.scatter.T) / 2
+        else:
+            x = self.rows()
+            centred = x - x.mean(0)
+            scatter = centred @ centred.T if x.shape[0] <= x.shape[1] else centred.T @ centred
+        return (torch.linalg.eigvalsh(scatter.cpu()).flip(0) / (self.n - 1)).clamp_min(0.0)
+
+    def covariance(self) -> torch.Tensor:
+        if self.scatter is not None:
+            scatter = self.scatter
+        else:
+            x = self.rows()
+            centred = x - x.mean(0)
+            scatter = centred.T @ centred
+        cov = scatter.cpu() / (self.n - 1)
+        return (cov + cov.T) / 2
+
+
+class ClassManifolds:
+    """Streaming, exact per-class PCA spectra and manifold dimensions at one or more layers.
+
+    Memory follows the data actually seen: nothing is kept for a class (or layer) until one
+    of its images arrives. Per layer and class, the activations are kept as they came, an
+    (m, D) block in float32 (float64 if they came in float64), while that is smaller than the
+    covariance form, a float64 mean (D,) and centred scatter matrix (D, D); the class switches
+    to the covariance form once m exceeds about 2 D. For ImageNet's 50 validation images per
+    class at ResNet50's 2048-d penultimate layer that is 400 KiB per class (0.4 GB for all
+    1000 classes), where a covariance per class would take 32 MiB (32 GiB). Both forms give
+    the exact eigenvalues (the rows' Gram matrix when m <= D), and merging is exact:
+    concatenation of rows, or Chan et al.'s pairwise update of mean and scatter.
 
     Args:
-        n_classes: number of classes (labels 0 .. n_classes - 1).
+        n_classes: number of classes (labels 0 .. n_classes - 1); absent classes cost nothing.
         threshold: variance fraction of the manifold dimension.
         class_names: optional, one per class.
-        max_features: refuse layers with more features than this (a D x D covariance per
-            class); pool or choose a smaller layer instead.
+        max_features: optionally refuse layers with more features than this (``None``: any
+            width; the memory is then m x D per class).
     """
 
     def __init__(self, n_classes: int, threshold: float = 0.95,
-                 class_names: Sequence[str] | None = None, max_features: int = 8192) -> None:
+                 class_names: Sequence[str] | None = None, max_features: int | None = None) -> None:
         _check_threshold(threshold)
+        if n_classes < 1:
+            raise RobustlensError(f"n_classes must be >= 1; received {n_classes}.")
         if class_names is not None and len(class_names) != n_classes:
             raise RobustlensError(f"{len(class_names)} class names for {n_classes} classes.")
         self.n_classes, self.threshold, self.max_features = int(n_classes), threshold, max_features
         self.class_names = None if class_names is None else tuple(class_names)
         self._order: list[str] = []
-        self._n: dict[str, torch.Tensor] = {}  # (K,)
-        self._s1: dict[str, torch.Tensor] = {}  # (K, D)
-        self._s2: dict[str, torch.Tensor] = {}  # (K, D, D)
+        self._features: dict[str, int] = {}
+        self._classes: dict[str, dict[int, _ClassState]] = {}
+
+    def _check_width(self, layer: str, d: int) -> None:
+        if self.max_features is not None and d > self.max_features:
+            raise RobustlensError(
+                f"layer {layer!r} has {d} features per image, more than max_features="
+                f"{self.max_features}. Choose a smaller layer (e.g. the penultimate one) or raise "
+                "max_features.")
+        if layer in self._features and self._features[layer] != d:
+            raise RobustlensError(f"layer {layer!r} has {self._features[layer]} features here "
+                                  f"and {d} there.")
+
+    def _layer(self, layer: str, d: int) -> dict[int, _ClassState]:
+        self._check_width(layer, d)
+        if layer not in self._classes:
+            self._order.append(layer)
+            self._features[layer] = d
+            self._classes[layer] = {}
+        return self._classes[layer]
 
     def update(self, activations: Mapping[str, torch.Tensor], labels: torch.Tensor) -> None:
-        """Add a batch: layer name -> (B, ...) activations and (B,) integer labels."""
+        """Add a batch.
+
+        Args:
+            activations: layer name -> (B, ...) activations (flattened per image).
+            labels: (B,) integer class labels in [0, n_classes).
+        """
         for layer, a in activations.items():
             if a.shape[0] != labels.shape[0]:
                 raise RobustlensError(f"layer {layer!r} has {a.shape[0]} images but "
                                       f"{labels.shape[0]} labels.")
-            x = a.detach().reshape(a.shape[0], -1).double()
-            d = x.shape[1]
-            if d > self.max_features:
-                raise RobustlensError(
-                    f"layer {layer!r} has {d} features per image; a per-class covariance needs "
-                    f"{d}x{d} values. Choose a layer with at most {self.max_features} features "
-                    "(e.g. the penultimate one) or raise max_features.")
+            x = a.detach().reshape(a.shape[0], -1)
+            x = x.to(_row_dtype(x))
             lab = labels.to(x.device).long()
             if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= self.n_classes):
                 raise RobustlensError(f"labels must lie in [0, {self.n_classes}); received "
                                       f"[{int(lab.min())}, {int(lab.max())}].")
-            self._ensure(layer, d, x.device)
-            self._n[layer] += torch.bincount(lab, minlength=self.n_classes).to(torch.float64)
-            self._s1[layer].index_add_(0, lab, x)
-            for c in torch.unique(lab).tolist():
-                xc = x[lab == c]
-                self._s2[layer][c] += xc.T @ xc
-
-    def _ensure(self, layer: str, d: int, device: torch.device) -> None:
-        if layer in self._n:
-            if self._s1[layer].shape[1] != d:
-                raise RobustlensError(f"layer {layer!r} has {self._s1[layer].shape[1]} features "
-                                      f"here and {d} there.")
-            return
-        self._order.append(layer)
-        k, f64 = self.n_classes, torch.float64
-        self._n[layer] = torch.zeros(k, dtype=f64, device=device)
-        self._s1[layer] = torch.zeros(k, d, dtype=f64, device=device)
-        self._s2[layer] = torch.zeros(k, d, d, dtype=f64, device=device)
+            states = self._layer(layer, x.shape[1])
+            order = torch.argsort(lab, stable=True)
+            classes, counts = torch.unique_consecutive(lab[order], return_counts=True)
+            for c, block in zip(classes.tolist(), torch.split(x[order], counts.tolist()),
+                                strict=True):
+                states.setdefault(int(c), _ClassState()).add_rows(block.clone())
 
     def merge(self, other: ClassManifolds) -> ClassManifolds:
-        """Add ``other``'s sums into this reducer (in place) and return it."""
+        """Add ``other``'s data into this reducer (in place) and return it.
+
+        Args:
+            other: a reducer of the same number of classes.
+        """
         if other.n_classes != self.n_classes:
             raise RobustlensError(f"cannot merge reducers of {self.n_classes} and "
                                   f"{other.n_classes} classes.")
         for layer in other._order:
-            self._ensure(layer, other._s1[layer].shape[1], other._s1[layer].device)
-            dev = self._n[layer].device
-            self._n[layer] += other._n[layer].to(dev)
-            self._s1[layer] += other._s1[layer].to(dev)
-            self._s2[layer] += other._s2[layer].to(dev)
+            states = self._layer(layer, other._features[layer])
+            for c, state in other._classes[layer].items():
+                states.setdefault(c, _ClassState()).merge(state)
         return self
 
     @property
     def layers(self) -> list[str]:
         return list(self._order)
 
-    def covariance(self, layer: str, label: int) -> torch.Tensor:
-        """(D, D) float64 covariance (denominator n - 1) of class ``label`` at ``layer``."""
-        if layer not in self._n:
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the reducer's tensors (rows, means and scatter matrices)."""
+        return sum(s.nbytes for states in self._classes.values() for s in states.values())
+
+    def classes(self, layer: str) -> list[int]:
+        """The classes seen at ``layer``, in increasing order.
+
+        Args:
+            layer: a layer name.
+        """
+        return sorted(self._states(layer))
+
+    def _states(self, layer: str) -> dict[int, _ClassState]:
+        if layer not in self._classes:
             raise RobustlensError(f"layer {layer!r} has not been seen; seen: {self._order[:10]}")
-        n = float(self._n[layer][label])
-        if n < 2:
-            raise RobustlensError(f"class {label} has {int(n)} image(s) at {layer!r}; a covariance "
+        return self._classes[layer]
+
+    def _state(self, layer: str, label: int) -> _ClassState:
+        state = self._states(layer).get(int(label))
+        n = 0 if state is None else state.n
+        if state is None or n < 2:
+            raise RobustlensError(f"class {label} has {n} image(s) at {layer!r}; a covariance "
                                   "needs at least 2.")
-        mean = self._s1[layer][label] / n
-        cov = (self._s2[layer][label] - n * torch.outer(mean, mean)) / (n - 1)
-        return ((cov + cov.T) / 2).cpu()
+        return state
+
+    def covariance(self, layer: str, label: int) -> torch.Tensor:
+        """(D, D) float64 covariance (denominator n - 1) of class ``label`` at ``layer``.
+
+        Args:
+            layer: a layer name.
+            label: a class index.
+        """
+        return self._state(layer, label).covariance()
 
     def variances(self, layer: str, label: int) -> torch.Tensor:
-        """Principal-component variances of class ``label`` at ``layer``, decreasing."""
-        return torch.linalg.eigvalsh(self.covariance(layer, label)).flip(0).clamp_min(0.0)
+        """Principal-component variances of class ``label`` at ``layer``, decreasing.
+
+        Args:
+            layer: a layer name.
+            label: a class index.
+
+        Returns:
+            (min(m, D),) float64 while the class keeps its m rows, (D,) in the covariance
+            form (the extra ones are 0), as scikit-learn's ``PCA.explained_variance_``.
+        """
+        return self._state(layer, label).variances()
 
     def result(self) -> pd.DataFrame:
         """One row per layer x class with at least 2 images.
@@ -214,15 +368,16 @@ class ClassManifolds:
         """
         rows = []
         for i, layer in enumerate(self._order):
-            counts = self._n[layer].cpu()
-            for c in range(self.n_classes):
-                if counts[c] < 2:
+            states = self._classes[layer]
+            for c in sorted(states):
+                state = states[c]
+                if state.n < 2:
                     continue
-                v = self.variances(layer, c)
+                v = state.variances()
                 rows.append({
                     "layer": layer, "layer_index": i, "class": c,
                     "class_name": self.class_names[c] if self.class_names else str(c),
-                    "n_images": int(counts[c]), "n_features": int(self._s1[layer].shape[1]),
+                    "n_images": state.n, "n_features": self._features[layer],
                     "dimension": dimension_from_variances(v, self.threshold),
                     "threshold": self.threshold, "participation_ratio": _participation(v),
                     "total_variance": float(v.sum())})
@@ -231,18 +386,68 @@ class ClassManifolds:
                                            "participation_ratio", "total_variance"])
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """The data as CPU tensors, per layer: ``rows`` (R, D) and ``row_class`` (R,) of the
+        classes in the rows form; ``scatter_class`` (S,), ``counts`` (S,), ``mean`` (S, D)
+        and ``scatter`` (S, D, D) float64 of those in the covariance form."""
         state: dict[str, torch.Tensor] = {}
         for layer in self._order:
-            state[f"{layer}|n"] = self._n[layer].cpu().clone()
-            state[f"{layer}|s1"] = self._s1[layer].cpu().clone()
-            state[f"{layer}|s2"] = self._s2[layer].cpu().clone()
+            d = self._features[layer]
+            states = self._classes[layer]
+            row_parts, row_class, sc, counts, means, scatters = [], [], [], [], [], []
+            wide = any(ch.dtype == torch.float64 for s in states.values() for ch in s.chunks)
+            dtype = torch.float64 if wide else torch.float32
+            for c in sorted(states):
+                s = states[c]
+                if s.scatter is None:
+                    row_parts += [ch.cpu().to(dtype) for ch in s.chunks]
+                    row_class.append(torch.full((s.n,), c, dtype=torch.int64))
+                else:
+                    assert s.mean is not None
+                    sc.append(c)
+                    counts.append(s.n)
+                    means.append(s.mean.cpu())
+                    scatters.append(s.scatter.cpu())
+            state[f"{layer}|rows"] = torch.cat(row_parts) if row_parts else torch.zeros(0, d, dtype=dtype)
+            state[f"{layer}|row_class"] = (torch.cat(row_class) if row_class
+                                           else torch.zeros(0, dtype=torch.int64))
+            state[f"{layer}|scatter_class"] = torch.tensor(sc, dtype=torch.int64)
+            state[f"{layer}|counts"] = torch.tensor(counts, dtype=torch.int64)
+            state[f"{layer}|mean"] = (torch.stack(means) if means
+                                      else torch.zeros(0, d, dtype=torch.float64))
+            state[f"{layer}|scatter"] = (torch.stack(scatters) if scatters
+                                         else torch.zeros(0, d, d, dtype=torch.float64))
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self._order, self._n, self._s1, self._s2 = [], {}, {}, {}
-        parts = {"n": self._n, "s1": self._s1, "s2": self._s2}
+        """Replace the data with a :meth:`state_dict`'s (also reads the older dense layout,
+        ``n`` (K,), ``s1`` (K, D), ``s2`` (K, D, D) sums per layer).
+
+        Args:
+            state: a :meth:`state_dict`.
+        """
+        parts: dict[str, dict[str, torch.Tensor]] = {}
         for key, value in state.items():
             layer, _, part = key.rpartition("|")
-            if layer not in self._order:
-                self._order.append(layer)
-            parts[part][layer] = value.clone().double()
+            parts.setdefault(layer, {})[part] = value
+        self._order, self._features, self._classes = [], {}, {}
+        for layer, p in parts.items():
+            if "s2" in p:  # the dense layout: sums over every class
+                d = p["s1"].shape[1]
+                states = self._layer(layer, d)
+                for c in torch.nonzero(p["n"] > 0).flatten().tolist():
+                    n = int(p["n"][c])
+                    mean = p["s1"][c].double() / n
+                    scatter = p["s2"][c].double() - n * torch.outer(mean, mean)
+                    states[c] = _ClassState(n=n, mean=mean, scatter=scatter)
+                continue
+            rows = p["rows"]
+            states = self._layer(layer, rows.shape[1])
+            if len(rows):
+                order = torch.argsort(p["row_class"], stable=True)
+                classes, counts = torch.unique_consecutive(p["row_class"][order], return_counts=True)
+                for c, block in zip(classes.tolist(), torch.split(rows[order], counts.tolist()),
+                                    strict=True):
+                    states[int(c)] = _ClassState(n=block.shape[0], chunks=[block.clone()])
+            for i, c in enumerate(p["scatter_class"].tolist()):
+                states[int(c)] = _ClassState(n=int(p["counts"][i]), mean=p["mean"][i].clone(),
+                                             scatter=p["scatter"][i].clone())

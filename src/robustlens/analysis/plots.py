@@ -28,6 +28,10 @@ __all__ = [
 ]
 
 
+_MAX_TICKS = 40  # labels per axis beyond which only every k-th is written
+_MAX_BARS = 40  # classes beyond which the manifold-dimension figure shows distributions
+
+
 def _require(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
     missing = [c for c in columns if c not in table.columns]
     if missing:
@@ -95,7 +99,8 @@ def plot_rdm(rdm: RDM, *, labels: str | None = None, title: str | None = None) -
 
     Args:
         rdm: the :class:`RDM`.
-        labels: a stimulus descriptor to label the axes with (e.g. ``"class_name"``).
+        labels: a stimulus descriptor to label the axes with (e.g. ``"class_name"``); with
+            more than 40 stimuli (1000 ImageNet classes) every k-th is labelled.
         title: default: the RDM's descriptors and measure.
     """
     fig = Figure(figsize=(5.0, 4.4), layout="constrained")
@@ -107,9 +112,11 @@ def plot_rdm(rdm: RDM, *, labels: str | None = None, title: str | None = None) -
             raise RobustlensError(f"the RDM has no stimulus descriptor {labels!r}; it has "
                                   f"{sorted(rdm.stimulus_descriptors)}.")
         names = [str(v) for v in rdm.stimulus_descriptors[labels]]
-        ticks = np.arange(len(names))
-        ax.set_xticks(ticks, names, rotation=90, fontsize=6)
-        ax.set_yticks(ticks, names, fontsize=6)
+        step = max(1, -(-len(names) // _MAX_TICKS))  # at most _MAX_TICKS labels per axis
+        ticks = np.arange(0, len(names), step)
+        shown = [names[i] for i in ticks]
+        ax.set_xticks(ticks, shown, rotation=90, fontsize=6)
+        ax.set_yticks(ticks, shown, fontsize=6)
     described = ", ".join(f"{k}={v}" for k, v in rdm.descriptors.items())
     ax.set_title(title if title is not None else described or "RDM")
     return fig
@@ -219,7 +226,9 @@ def plot_manifold_accuracy(table: pd.DataFrame, *, x: str = "dimension", y: str 
                 r = row.iloc[0]
                 label += (f" (rho={r['statistic']:.2f}, "
                           f"CI [{r['ci_low']:.2f}, {r['ci_high']:.2f}])")
-        points = ax.scatter(xs, ys, s=18, alpha=0.75, label=label)
+        big = len(xs) > 200  # e.g. 1000 ImageNet classes: smaller, lighter points
+        points = ax.scatter(xs, ys, s=6 if big else 18, alpha=0.4 if big else 0.75, label=label,
+                            linewidths=0)
         ok = np.isfinite(xs) & np.isfinite(ys)
         if ok.sum() >= 2 and np.ptp(xs[ok]) > 0:
             slope, intercept = np.polyfit(xs[ok], ys[ok], 1)
@@ -234,21 +243,29 @@ def plot_manifold_accuracy(table: pd.DataFrame, *, x: str = "dimension", y: str 
 
 
 def plot_manifold_dimensions(table: pd.DataFrame, *, value: str = "dimension",
-                             hue: str = "model", title: str = "") -> Figure:
-    """Study S3: per-class manifold dimension, grouped bars, one colour per model.
+                             hue: str = "model", title: str = "", n_named: int = 3) -> Figure:
+    """Study S3: per-class manifold dimension, one colour per model.
+
+    Up to 40 classes: grouped bars, one per class. More (100 or 1000 ImageNet classes): two
+    panels, the distribution of the dimension over classes (a step histogram per model, its
+    mean marked) and the classes ranked by dimension, with the ``n_named`` lowest and
+    highest classes of each model named.
 
     Args:
         table: :meth:`ClassManifolds.result` rows with a ``hue`` column (e.g. random,
             standard and adversarially trained models).
         value: ``"dimension"`` or ``"participation_ratio"``.
-        hue: one bar colour per value of this column.
+        hue: one colour per value of this column.
         title: the figure title.
+        n_named: classes named at each end of the ranking (many-class form only).
     """
     _require(table, ["class", value], "plot_manifold_dimensions")
     groups = list(table.groupby(hue, sort=False)) if hue in table.columns else [("", table)]
     classes = sorted(table["class"].unique())
     names = (table.drop_duplicates("class").set_index("class")["class_name"].astype(str)
              if "class_name" in table.columns else pd.Series({c: str(c) for c in classes}))
+    if len(classes) > _MAX_BARS:
+        return _manifold_distribution(groups, names, value, title, n_named)
     width = 0.8 / max(len(groups), 1)
     fig = Figure(figsize=(max(5.0, 0.5 * len(classes) * max(len(groups), 1) ** 0.5 + 2), 3.8),
                  layout="constrained")
@@ -263,6 +280,46 @@ def plot_manifold_dimensions(table: pd.DataFrame, *, value: str = "dimension",
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7)
     ax.set_title(title)
+    return fig
+
+
+def _manifold_distribution(groups: list[tuple[object, pd.DataFrame]], names: pd.Series,
+                           value: str, title: str, n_named: int) -> Figure:
+    """Histogram over classes and the ranked classes with both ends named (many classes)."""
+    fig = Figure(figsize=(10.0, 4.2), layout="constrained")
+    hist_ax, rank_ax = fig.subplots(1, 2)
+    values = np.concatenate([g[value].to_numpy(dtype=float) for _, g in groups])
+    values = values[np.isfinite(values)]
+    bins = np.histogram_bin_edges(values, bins=min(40, max(5, len(np.unique(values))))) \
+        if len(values) else 10
+    for k, (name, g) in enumerate(groups):
+        v = g[value].to_numpy(dtype=float)
+        ok = np.isfinite(v)
+        colour = f"C{k % 10}"
+        mean = float(v[ok].mean()) if ok.any() else float("nan")
+        hist_ax.hist(v[ok], bins=bins, histtype="step", lw=1.5, color=colour,
+                     label=f"{name} ({ok.sum()} classes, mean {mean:.3g})")
+        hist_ax.axvline(mean, color=colour, ls="--", lw=1)
+        ranked = g[ok].sort_values(value)
+        y = ranked[value].to_numpy(dtype=float)
+        x = np.linspace(0.0, 1.0, len(y)) if len(y) > 1 else np.zeros(len(y))
+        rank_ax.plot(x, y, color=colour, lw=1.2)
+        ends = list(range(min(n_named, len(y)))) + list(range(max(len(y) - n_named, n_named), len(y)))
+        for i in ends:
+            label = str(names.get(ranked["class"].iloc[i], ranked["class"].iloc[i]))
+            rank_ax.annotate(label, (x[i], y[i]), fontsize=6, color=colour,
+                             xytext=(4 if i < n_named else -4, 0), textcoords="offset points",
+                             ha="left" if i < n_named else "right", va="center")
+            rank_ax.plot(x[i], y[i], "o", ms=3, color=colour)
+    hist_ax.set_xlabel(f"class manifold {value}")
+    hist_ax.set_ylabel("classes")
+    hist_ax.grid(alpha=0.3)
+    hist_ax.legend(fontsize=7)
+    rank_ax.set_xlabel("classes, ranked (fraction)")
+    rank_ax.set_ylabel(f"class manifold {value}")
+    rank_ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     return fig
 
 

@@ -262,10 +262,11 @@ def bootstrap_compare_rdms(a: RDM, b: RDM, method: CompareMethod = "spearman", *
 class ClassRDM:
     """Streaming class-averaged RDMs: per-class sums of each layer's activations.
 
-    Keeps, per layer, the number of images of each class and the float64 sum of their
-    (flattened) activations, on the activations' device: ``n_classes x n_features`` values
-    per layer, independent of the number of images. The RDM is computed over the class
-    means of the classes seen.
+    Keeps, per layer and per class seen, the number of images and the float64 sum of their
+    (flattened) activations, on the activations' device: ``classes seen x n_features``
+    values per layer, independent of the number of images; nothing for classes never seen
+    (a 100-class selection of a 1000-class dataset costs 100 sums). The RDM is computed over
+    the class means of the classes seen.
 
     Args:
         n_classes: number of classes (labels are 0 .. n_classes - 1).
@@ -283,41 +284,67 @@ class ClassRDM:
         self.n_classes, self.metric = int(n_classes), metric
         self.class_names = None if class_names is None else tuple(class_names)
         self._order: list[str] = []
-        self._counts: dict[str, torch.Tensor] = {}
-        self._sums: dict[str, torch.Tensor] = {}
+        self._features: dict[str, int] = {}
+        self._counts: dict[str, dict[int, int]] = {}
+        self._sums: dict[str, dict[int, torch.Tensor]] = {}  # class -> (D,) float64
 
     def update(self, activations: Mapping[str, torch.Tensor], labels: torch.Tensor) -> None:
-        """Add a batch: layer name -> (B, ...) activations and (B,) integer labels."""
+        """Add a batch.
+
+        Args:
+            activations: layer name -> (B, ...) activations (flattened per image).
+            labels: (B,) integer class labels in [0, n_classes).
+        """
         for layer, a in activations.items():
             if a.shape[0] != labels.shape[0]:
                 raise RobustlensError(f"layer {layer!r} has {a.shape[0]} images but "
                                       f"{labels.shape[0]} labels.")
-            x = a.detach().reshape(a.shape[0], -1).double()
+            x = a.detach().reshape(a.shape[0], -1)
             lab = labels.to(x.device).long()
             if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= self.n_classes):
                 raise RobustlensError(f"labels must lie in [0, {self.n_classes}); received "
                                       f"[{int(lab.min())}, {int(lab.max())}].")
-            sums = torch.zeros(self.n_classes, x.shape[1], dtype=torch.float64, device=x.device)
-            sums.index_add_(0, lab, x)
-            counts = torch.bincount(lab, minlength=self.n_classes).double()
-            self._add(layer, counts, sums)
+            classes, inverse, counts = torch.unique(lab, return_inverse=True, return_counts=True)
+            sums = torch.zeros(len(classes), x.shape[1], dtype=torch.float64, device=x.device)
+            sums.index_add_(0, inverse, x.double())  # only the classes in this batch
+            self._add(layer, classes.tolist(), counts.tolist(), sums)
 
-    def _add(self, layer: str, counts: torch.Tensor, sums: torch.Tensor) -> None:
+    def _add(self, layer: str, classes: list[int], counts: list[int], sums: torch.Tensor) -> None:
+        d = sums.shape[1]
         if layer not in self._sums:
             self._order.append(layer)
-            self._counts[layer] = torch.zeros_like(counts)
-            self._sums[layer] = torch.zeros_like(sums)
-        elif self._sums[layer].shape != sums.shape:
-            raise RobustlensError(f"layer {layer!r} has {self._sums[layer].shape[1]} features here "
-                                  f"and {sums.shape[1]} there.")
-        self._counts[layer] += counts.to(self._counts[layer].device)
-        self._sums[layer] += sums.to(self._sums[layer].device)
+            self._features[layer], self._counts[layer], self._sums[layer] = d, {}, {}
+        elif self._features[layer] != d:
+            raise RobustlensError(f"layer {layer!r} has {self._features[layer]} features here "
+                                  f"and {d} there.")
+        layer_counts, layer_sums = self._counts[layer], self._sums[layer]
+        for row, (c, n) in enumerate(zip(classes, counts, strict=True)):
+            c = int(c)
+            if c in layer_sums:
+                layer_sums[c] += sums[row].to(layer_sums[c].device)
+                layer_counts[c] += int(n)
+            else:
+                layer_sums[c] = sums[row].clone()
+                layer_counts[c] = int(n)
 
     def merge(self, other: ClassRDM) -> ClassRDM:
-        """Add ``other``'s sums into this reducer (in place) and return it."""
+        """Add ``other``'s sums into this reducer (in place) and return it.
+
+        Args:
+            other: a reducer over the same classes.
+        """
         for layer in other._order:
-            self._add(layer, other._counts[layer], other._sums[layer])
+            classes = sorted(other._sums[layer])
+            if not classes:
+                continue
+            sums = torch.stack([other._sums[layer][c] for c in classes])
+            self._add(layer, classes, [other._counts[layer][c] for c in classes], sums)
         return self
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the per-class sums."""
+        return sum(t.nbytes for sums in self._sums.values() for t in sums.values())
 
     @property
     def layers(self) -> list[str]:
@@ -327,9 +354,12 @@ class ClassRDM:
         """(classes seen, their (k, n_features) float64 mean activations) at ``layer``."""
         if layer not in self._sums:
             raise RobustlensError(f"layer {layer!r} has not been seen; seen: {self._order[:10]}")
-        counts = self._counts[layer]
-        seen = torch.nonzero(counts > 0).flatten()
-        return seen.cpu(), (self._sums[layer][seen] / counts[seen, None]).cpu()
+        seen = sorted(c for c, n in self._counts[layer].items() if n > 0)
+        if not seen:
+            return (torch.zeros(0, dtype=torch.int64),
+                    torch.zeros(0, self._features[layer], dtype=torch.float64))
+        means = torch.stack([self._sums[layer][c].cpu() / self._counts[layer][c] for c in seen])
+        return torch.tensor(seen, dtype=torch.int64), means
 
     def rdm(self, layer: str) -> RDM:
         """The RDM of the class means at ``layer`` (classes never seen are left out)."""
@@ -358,16 +388,38 @@ class ClassRDM:
         return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """Per layer: ``classes`` (k,) int64 seen, ``counts`` (k,) and ``sums`` (k, D) float64."""
         state: dict[str, torch.Tensor] = {}
         for layer in self._order:
-            state[f"{layer}|counts"] = self._counts[layer].cpu().clone()
-            state[f"{layer}|sums"] = self._sums[layer].cpu().clone()
+            classes = sorted(self._sums[layer])
+            d = self._features[layer]
+            state[f"{layer}|classes"] = torch.tensor(classes, dtype=torch.int64)
+            state[f"{layer}|counts"] = torch.tensor([float(self._counts[layer][c]) for c in classes],
+                                                    dtype=torch.float64)
+            state[f"{layer}|sums"] = (torch.stack([self._sums[layer][c].cpu() for c in classes])
+                                      if classes else torch.zeros(0, d, dtype=torch.float64))
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self._order, self._counts, self._sums = [], {}, {}
+        """Replace the sums with a :meth:`state_dict`'s (also reads the older dense layout: per
+        layer ``counts`` (K,) and ``sums`` (K, D) over every class, without ``classes``).
+
+        Args:
+            state: a :meth:`state_dict`.
+        """
+        parts: dict[str, dict[str, torch.Tensor]] = {}
         for key, value in state.items():
             layer, _, part = key.rpartition("|")
-            if layer not in self._order:
-                self._order.append(layer)
-            (self._counts if part == "counts" else self._sums)[layer] = value.clone().double()
+            parts.setdefault(layer, {})[part] = value
+        self._order, self._features, self._counts, self._sums = [], {}, {}, {}
+        for layer, p in parts.items():
+            counts, sums = p["counts"], p["sums"].double()
+            if "classes" in p:
+                classes = p["classes"].tolist()
+            else:  # dense layout: row c is class c
+                classes = torch.nonzero(counts > 0).flatten().tolist()
+                counts, sums = counts[classes], sums[classes]
+            self._order.append(layer)
+            self._features[layer] = sums.shape[1]
+            self._counts[layer] = {int(c): int(n) for c, n in zip(classes, counts.tolist(), strict=True)}
+            self._sums[layer] = {int(c): sums[i].clone() for i, c in enumerate(classes)}

@@ -42,8 +42,8 @@ __all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "imagenet_wnids", "load_imagenet",
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"})
-ClassMode = Literal["imagenet", "folders"]
-_CLASS_MODES = ("imagenet", "folders")
+ClassMode = Literal["imagenet", "folders", "auto"]
+_CLASS_MODES = ("imagenet", "folders", "auto")
 _SPLIT_NAMES = ("train", "val", "validation", "test")
 _KAGGLE_TREE = Path("ILSVRC", "Data", "CLS-LOC")
 _KAGGLE_CSV = "LOC_val_solution.csv"
@@ -116,6 +116,8 @@ class ImageFolder:
         resize: side the shorter image side is resized to, pixels.
         crop: side of the central square crop, pixels; images come out (3, crop, crop).
         n_threads: threads decoding a batch in parallel (PIL releases the GIL while decoding).
+        class_ids: one identifier per class index besides its name, or empty: the WordNet id
+            (``"n01440764"``) for ImageNet classes, the folder name otherwise.
     """
 
     files: tuple[str, ...]
@@ -125,6 +127,7 @@ class ImageFolder:
     resize: int = 256
     crop: int = 224
     n_threads: int = field(default_factory=_default_threads)
+    class_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = len(self.files)
@@ -134,6 +137,9 @@ class ImageFolder:
         if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.class_names)):
             raise DataError(f"labels must lie in [0, {len(self.class_names)}) (one per class name); received "
                             f"values in [{int(self.labels.min())}, {int(self.labels.max())}].")
+        if self.class_ids and len(self.class_ids) != len(self.class_names):
+            raise DataError(f"class_ids must be empty or one per class name ({len(self.class_names)}); "
+                            f"received {len(self.class_ids)}.")
         _check_geometry(self.resize, self.crop)
         if self.n_threads < 1:
             raise DataError(f"n_threads must be >= 1; received {self.n_threads}.")
@@ -320,7 +326,9 @@ def load_imagenet(root: str | Path, split: str = "val", *, resize: int = 256, cr
         classes: ``"imagenet"``: labels are the standard 1000-class indices and class names the
             human-readable ImageNet names; every class folder must be an ImageNet-1k WordNet id.
             ``"folders"``: one class per folder present, in sorted order, named by the folder
-            (subsets such as ImageNet-100, or other datasets in the same layout).
+            (other datasets in the same layout). ``"auto"``: ``"imagenet"`` when every class
+            folder is an ImageNet-1k WordNet id (the full set, or subsets such as ImageNet-100:
+            labels stay the 1000-class indices), else ``"folders"``.
         n_threads: threads decoding each batch (default: up to 8, one per CPU).
 
     Raises:
@@ -333,22 +341,27 @@ def load_imagenet(root: str | Path, split: str = "val", *, resize: int = 256, cr
     root = Path(root).expanduser()
     folder = _split_folder(root, split)
     files, wnids = _scan(folder, root)
+    if classes == "auto":
+        classes = "imagenet" if all(w in _wnid_index() for w in set(wnids)) else "folders"
     if classes == "imagenet":
         index = _wnid_index()
         unknown = sorted({w for w in wnids if w not in index})
         if unknown:
             raise DataError(f"{', '.join(unknown[:5])} in {folder} {'is' if len(unknown) == 1 else 'are'} not "
                             "ImageNet-1k WordNet ids (expected folders like n01440764). For other class "
-                            "folders pass classes=\"folders\" (one class per folder, in sorted order).")
+                            "folders pass classes=\"folders\" (in a study: [data] classes = \"folders\"; one "
+                            "class per folder, in sorted order).")
         from robustlens.models.zoo import imagenet_classes
 
         labels = torch.tensor([index[w] for w in wnids], dtype=torch.int64)
         class_names = tuple(imagenet_classes())
+        class_ids = imagenet_wnids()
     else:
         present = sorted(set(wnids))
         position = {w: i for i, w in enumerate(present)}
         labels = torch.tensor([position[w] for w in wnids], dtype=torch.int64)
-        class_names = tuple(present)
+        class_names = class_ids = tuple(present)
     log.info("%s: %d images of %d classes in %s", split, len(files), len(set(wnids)), folder)
     return ImageFolder(files=tuple(files), labels=labels, class_names=class_names, name=f"imagenet/{split}",
+                       class_ids=class_ids,
                        resize=resize, crop=crop, n_threads=_default_threads() if n_threads is None else n_threads)

@@ -15,7 +15,14 @@ def class_balanced_indices(labels: torch.Tensor, n_per_class: int, seed: int = 0
 
     The choice depends only on ``labels``, ``n_per_class`` and ``seed`` (a private
     ``torch.Generator``; no global state). Within each class the indices are a random
-    sample without replacement; the result is sorted by class, then by index.
+    sample without replacement; the result is sorted by class, then by index. Classes without
+    any example (those left out by a class selection) are skipped.
+
+    Args:
+        labels: (N,) integer class labels.
+        n_per_class: examples to pick per class.
+        seed: seed of the choice.
+        num_classes: classes 0 .. num_classes - 1 (default: up to the largest label).
 
     Raises:
         DataError: if a class has fewer than ``n_per_class`` examples.
@@ -28,6 +35,8 @@ def class_balanced_indices(labels: torch.Tensor, n_per_class: int, seed: int = 0
     chosen = []
     for c in range(k):
         members = torch.nonzero(labels == c).flatten()
+        if not len(members):
+            continue
         if len(members) < n_per_class:
             raise DataError(
                 f"class {c} has {len(members)} examples, fewer than n_per_class={n_per_class}; "

@@ -48,6 +48,26 @@ def _check_keys(table: Any, allowed: dict[str, type | tuple[type, ...]], where: 
     return table
 
 
+def _parse_classes(spec: Any) -> int | tuple[int | str, ...] | str:
+    """``[data].classes``: a number of classes to draw, a list of classes, or "folders"."""
+    where = "[data].classes"
+    if isinstance(spec, int) and spec < 1:
+        raise ConfigError(f"{where} must be >= 1 classes to draw (leave it out for every class); "
+                          f"received {spec}.")
+    if isinstance(spec, str) and spec != "folders":
+        raise ConfigError(f"{where} must be a number of classes, a list of classes or \"folders\"; "
+                          f"received {spec!r}.{suggest(spec, ['folders'])} For one class, write a "
+                          f"list: [{spec!r}].")
+    if isinstance(spec, list):
+        if not spec:
+            raise ConfigError(f"{where} must not be an empty list; leave it out for every class.")
+        bad = [v for v in spec if isinstance(v, bool) or not isinstance(v, int | str)]
+        if bad:
+            raise ConfigError(f"{where} lists WordNet ids, class indices or names; received {bad[0]!r}.")
+        return tuple(spec)
+    return spec
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which images a study attacks: a dataset split, every ``ds_factor``-th image of it, and a
@@ -64,6 +84,7 @@ class DataConfig:
     ds_factor: int = 1
     resize: int = 256
     crop: int = 224
+    classes: int | tuple[int | str, ...] | str | None = None
 
 
 @dataclass(frozen=True)
@@ -311,7 +332,9 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConf
         raise ConfigError(f"[study].expected_passes must be >= 1; received {study['expected_passes']}.")
     data = _check_keys(raw.get("data", {}), {"dataset": str, "split": str, "n_per_class": int,
                                              "seed": int, "root": str, "ds_factor": int, "resize": int,
-                                             "crop": int}, "[data]")
+                                             "crop": int, "classes": (int, list, str)}, "[data]")
+    if "classes" in data:
+        data = {**data, "classes": _parse_classes(data["classes"])}
     from robustlens.data import DATASETS
 
     if data.get("dataset", "fashion_mnist") not in DATASETS:

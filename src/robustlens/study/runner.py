@@ -516,7 +516,8 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
         t0 = time.perf_counter()
         if data is None:
             full = load_dataset(config.data.dataset, config.data.split, config.data.root,
-                                resize=config.data.resize, crop=config.data.crop)
+                                resize=config.data.resize, crop=config.data.crop,
+                                classes=config.data.classes, seed=config.data.seed)
             if config.data.ds_factor > 1:  # VOneNet's DS_factor: every k-th image of the split
                 full = full.subset(torch.arange(0, len(full), config.data.ds_factor))
             if config.data.n_per_class is not None:
@@ -524,6 +525,7 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
                                                           config.data.seed, full.num_classes))
             data = full
         run.manifest["data"] = {"name": data.name, "n_images": len(data),
+                                "n_classes": len(torch.unique(data.labels)),
                                 "n_per_class": config.data.n_per_class, "ds_factor": config.data.ds_factor}
         run.manifest["timings"]["data_s"] = time.perf_counter() - t0
         n_units = sum(len(a.eps) for a in config.attacks) + 1

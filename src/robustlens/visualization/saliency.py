@@ -293,6 +293,9 @@ SALIENCY_METHODS = ("gradient", "gradient_x_input", "guided_backprop", "smoothgr
 """The names :func:`saliency_method` knows (config files and the CLI use them)."""
 
 
+_PASS = 16  # images per backward pass of the multi-pass methods: ~0.1 GB each for a ResNet50 at 224 px
+
+
 def saliency_method(name: str, model: nn.Module, sigma: float, n_samples: int, *, ig_steps: int = 64,
                     seed: int | None = None, output: Output = "logit") -> Attribution:
     """The attribution method named ``name`` (one of :data:`SALIENCY_METHODS`) for ``model``.
@@ -316,9 +319,10 @@ def saliency_method(name: str, model: nn.Module, sigma: float, n_samples: int, *
     if name == "guided_backprop":
         return GuidedBackprop(model, output=output)
     if name == "integrated_gradients":
-        return IntegratedGradients(model, n_steps=ig_steps, output=output)
+        return IntegratedGradients(model, n_steps=ig_steps, output=output, batch_size=_PASS)
     if name != "smoothgrad":
         raise RobustlensError(f"unknown saliency method {name!r}; expected one of {', '.join(SALIENCY_METHODS)}.")
     if seed is None:
-        return SmoothGrad(Saliency(model, output=output), sigma=sigma, n_samples=n_samples)
-    return SmoothGrad(Saliency(model, output=output), sigma=sigma, n_samples=n_samples, seed=seed)
+        return SmoothGrad(Saliency(model, output=output), sigma=sigma, n_samples=n_samples, batch_size=_PASS)
+    return SmoothGrad(Saliency(model, output=output), sigma=sigma, n_samples=n_samples, seed=seed,
+                      batch_size=_PASS)

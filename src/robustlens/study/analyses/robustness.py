@@ -150,7 +150,7 @@ class PerClassAnalysis(StudyAnalysis):
     def tables(self) -> dict[str, pd.DataFrame]:
         frames = []
         for (attack, eps), counter in self._counters.items():
-            df = counter.per_class()
+            df = counter.per_class().query("n_images > 0").reset_index(drop=True)  # classes seen only
             df.insert(0, "eps", eps)
             df.insert(0, "attack", attack)
             df.insert(3, "class_name", [self.class_names[i] for i in df["class_index"]])

@@ -1,0 +1,342 @@
+"""A full-size rehearsal of every ImageNet example on a synthetic ImageNet, on the CPU.
+
+Writes a synthetic ImageNet validation folder at real size: the 1000 class folders named by
+their real WordNet ids (``val/<wnid>/``, one of the layouts :mod:`robustlens.data.imagenet`
+reads), each with 2 JPEGs of a typical photo's size (500 x 375, smooth colour fields plus
+grain, about 40-70 KB each). Then runs every config in ``examples/imagenet/`` and
+``examples/vonenet_imagenet.toml`` on it, each in its own ``python -m robustlens study``
+process, with only these changes:
+
+- ``[data].root`` is the synthetic folder, ``[study].device`` is ``"cpu"``;
+- every model's weights (``weights``, ``pretrained``, ``checkpoint``) become random ones of the
+  same architecture (``random = true``);
+- fewer images (``ds_factor`` raised; S3 keeps every class of its selection with 2 images
+  each) and fewer attack steps, render steps, audit images (see ``REDUCE``); eps lists,
+  noise samples (EOT), batch sizes, layers and analyses are kept.
+
+Printed per config: images, attack passes (estimated: images x models x eps x steps x noise
+samples, DeepFool steps counting its candidate gradients), wall time, time per image, the
+child's peak resident memory (``wait4``'s ``ru_maxrss``), the run directory's size and the
+largest size its resume points (``checkpoints/``) reached, and whether ``report.html`` was
+written. A child whose resident memory passes ``--max-rss-gib`` is stopped (so a rehearsal
+never takes the machine down) and reported as such.
+
+``--quick`` (within 10 minutes on 2 idle cores): 2-4 images per config, 1 attack step, the
+first eps only, one saliency image, S3 with 10 classes; full (within 60 minutes on 2 idle cores): 10-20 images per
+config, S3's 100 classes x 2 images.
+
+Usage: python benchmarks/bench_imagenet_rehearsal.py [--quick] [--root DIR] [--only s1,s3]
+       [--max-rss-gib 10] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+from robustlens.data import imagenet_wnids  # noqa: E402
+
+CONFIGS = {
+    "s1": REPO / "examples" / "imagenet" / "s1_dissimilarity.toml",
+    "s2": REPO / "examples" / "imagenet" / "s2_sensitive_features.toml",
+    "s3": REPO / "examples" / "imagenet" / "s3_manifolds.toml",
+    "s4": REPO / "examples" / "imagenet" / "s4_interpretability.toml",
+    "vonenet": REPO / "examples" / "vonenet_imagenet.toml",
+}
+PER_CLASS = 2  # images written per class folder
+PHOTO = (500, 375)  # width x height, a typical ImageNet photo
+
+# per config: images kept, attack steps, render steps, eps kept (None: all); (full, quick)
+REDUCE: dict[str, dict[str, tuple[Any, Any]]] = {
+    "s1": {"images": (10, 2), "steps": (5, 1), "eps": (None, 1)},
+    "s2": {"images": (20, 4), "steps": (None, None), "eps": (None, 3), "render": (8, 2)},
+    "s3": {"classes": (100, 10), "steps": (2, 1), "eps": (None, 1)},
+    "s4": {"images": (20, 4), "steps": (2, 1), "eps": (None, 1), "render": (8, 2),
+           "saliency_samples": (4, 2), "saliency_images": (4, 1)},
+    "vonenet": {"images": (20, 4), "steps": (2, 1), "eps": (None, None), "audit_images": (10, 2),
+                "audit_steps": (2, 1)},
+}
+
+
+# ---- the synthetic folder ---------------------------------------------------------------------
+
+def photo(seed: int) -> Image.Image:
+    """A 500 x 375 RGB image: a smooth random colour field plus fine grain (JPEG-realistic)."""
+    rng = np.random.default_rng(seed)
+    width, height = PHOTO
+    coarse = rng.integers(0, 256, size=(12, 16, 3), dtype=np.uint8)
+    field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC),
+                       dtype=np.float32)
+    grain = rng.normal(0.0, 6.0, size=(height, width, 3)).astype(np.float32)
+    return Image.fromarray(np.clip(field + grain, 0, 255).astype(np.uint8))
+
+
+def write_imagenet(root: Path) -> tuple[int, float]:
+    """``root/val/<wnid>/ILSVRC2012_val_<n>.JPEG``, PER_CLASS per class; (files, MiB). Reused if
+    complete."""
+    marker = root / "val" / ".complete"
+    val = root / "val"
+    if not marker.exists():
+        n = 0
+        for c, wnid in enumerate(imagenet_wnids()):
+            folder = val / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            for k in range(PER_CLASS):
+                n += 1
+                photo(c * PER_CLASS + k).save(folder / f"ILSVRC2012_val_{c * PER_CLASS + k + 1:08d}.JPEG",
+                                              quality=90)
+        marker.write_text(str(n))
+    files = [p for p in val.rglob("*.JPEG")]
+    return len(files), sum(p.stat().st_size for p in files) / 2**20
+
+
+# ---- configs ----------------------------------------------------------------------------------
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "inf" if value == math.inf else "-inf" if value == -math.inf else "nan" \
+            if math.isnan(value) else repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_toml(config: dict[str, Any]) -> str:
+    """A study config (tables, arrays of tables, scalars and lists) as TOML text."""
+    lines: list[str] = []
+
+    def table(prefix: str, body: dict[str, Any], header: str) -> None:
+        scalars = {k: v for k, v in body.items() if not isinstance(v, dict)
+                   and not (isinstance(v, list) and v and isinstance(v[0], dict))}
+        lines.append(header)
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+        lines.append("")
+        for k, v in body.items():
+            if isinstance(v, dict):
+                table(f"{prefix}{k}.", v, f"[{prefix}{k}]")
+            elif isinstance(v, list) and v and isinstance(v[0], dict):
+                for item in v:
+                    table(f"{prefix}{k}.", item, f"[[{prefix}{k}]]")
+
+    for key, value in config.items():
+        if isinstance(value, dict):
+            table(f"{key}.", value, f"[{key}]")
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            for item in value:
+                table(f"{key}.", item, f"[[{key}]]")
+        else:
+            lines.insert(0, f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def rehearsal_config(name: str, raw: dict[str, Any], root: Path, quick: bool) -> dict[str, Any]:
+    """The example with paths swapped, random weights and reduced counts (see REDUCE)."""
+    cfg = copy.deepcopy(raw)
+    pick = 1 if quick else 0
+    red = {k: v[pick] for k, v in REDUCE[name].items()}
+    cfg["study"]["device"] = "cpu"
+    data = cfg["data"]
+    data["root"] = str(root)
+    if "classes" in red:  # S3: every class of the selection, 2 images each
+        data["classes"] = red["classes"]
+        data["n_per_class"] = PER_CLASS
+        data.pop("ds_factor", None)
+    else:
+        n_files = len(imagenet_wnids()) * PER_CLASS
+        data["ds_factor"] = n_files // red["images"]
+        data.pop("n_per_class", None)
+    for model in cfg["models"]:
+        for key in ("weights", "pretrained", "checkpoint", "allow_pickle"):
+            model.pop(key, None)
+        model["random"] = True
+    for attack in cfg["attacks"]:
+        if red.get("steps") is not None and (attack["type"] != "fgsm"):
+            attack["steps"] = red["steps"]
+        if red.get("eps") is not None:
+            attack["eps"] = attack["eps"][:red["eps"]]
+    analyses = cfg.get("analyses", {})
+    if "render" in red:
+        for key in ("featurevis",):
+            if key in analyses:
+                analyses[key]["steps"] = red["render"]
+    if "saliency_samples" in red and "saliency" in analyses:
+        analyses["saliency"]["n_samples"] = red["saliency_samples"]
+        analyses["saliency"]["n_images"] = red["saliency_images"]  # integrated gradients: 64 passes each
+    if "audit" in analyses:
+        analyses["audit"]["n_images"] = red["audit_images"]
+        analyses["audit"]["steps"] = red["audit_steps"]
+    if "manifolds" in analyses:
+        analyses["manifolds"]["n_bootstrap"] = 100
+    return cfg
+
+
+def attack_passes(cfg: dict[str, Any], n_images: int) -> int:
+    """Estimated gradient passes: images x models x eps x steps x noise samples (DeepFool: one
+    gradient per candidate class per step)."""
+    total = 0
+    for model in cfg["models"]:
+        stochastic = model["architecture"].startswith("vone")
+        for attack in cfg["attacks"]:
+            steps = attack.get("steps", 64 if attack["type"] == "vonenet" else 1)
+            if attack["type"] == "deepfool":
+                steps *= attack.get("candidates", 10)
+            eot = attack.get("eot_samples", 10 if attack["type"] == "vonenet" else 1)
+            total += n_images * len(attack["eps"]) * steps * (eot if stochastic else 1)
+    return total
+
+
+# ---- running ----------------------------------------------------------------------------------
+
+def _dir_bytes(path: Path) -> int:
+    total = 0
+    for dirpath, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(dirpath, f))
+            except OSError:
+                pass
+    return total
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_one(name: str, cfg: dict[str, Any], work: Path, max_rss: int, timeout: float
+            ) -> dict[str, Any]:
+    config_path = work / f"{name}.toml"
+    config_path.write_text(to_toml(cfg))
+    run_dir = work / f"run_{name}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    log = work / f"{name}.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    t0 = time.perf_counter()
+    with open(log, "w") as out:
+        child = subprocess.Popen([sys.executable, "-m", "robustlens", "study", str(config_path),
+                                  "--out", str(run_dir), "--quiet", "--device", "cpu"],
+                                 stdout=out, stderr=subprocess.STDOUT, env=env)
+    state: dict[str, Any] = {"ckpt": 0, "killed": ""}
+    done = threading.Event()
+
+    def watch() -> None:  # never reaps the child: wait4 below does, for its rusage
+        while not done.wait(0.5):
+            if _rss_bytes(child.pid) > max_rss:
+                state["killed"] = f"stopped above {max_rss / 2**30:.0f} GiB"
+                child.kill()
+            elif time.perf_counter() - t0 > timeout:
+                state["killed"] = f"stopped after {timeout:.0f} s"
+                child.kill()
+            state["ckpt"] = max(state["ckpt"], _dir_bytes(run_dir / "checkpoints"))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    _, status, usage = os.wait4(child.pid, 0)
+    done.set()
+    child.returncode = os.waitstatus_to_exitcode(status)
+    watcher.join()
+    wall = time.perf_counter() - t0
+    manifest = run_dir / "manifest.json"
+    n_images = 0
+    if manifest.exists():
+        import json
+
+        n_images = int(json.loads(manifest.read_text()).get("data", {}).get("n_images", 0))
+    tail = log.read_text().strip().splitlines()[-3:] if log.exists() else []
+    return {"config": name, "images": n_images, "passes": attack_passes(cfg, n_images),
+            "wall_s": wall, "per_image_s": wall / n_images if n_images else math.nan,
+            "peak_gib": usage.ru_maxrss / 2**20, "run_mib": _dir_bytes(run_dir) / 2**20,
+            "ckpt_mib": max(state["ckpt"], _dir_bytes(run_dir / "checkpoints")) / 2**20,
+            "report": (run_dir / "report.html").exists(), "rc": child.returncode,
+            "why": state["killed"] or ("" if child.returncode == 0 else " | ".join(tail)[-300:]),
+            "batch": cfg["study"]["batch_size"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a reduced rehearsal within 10 minutes")
+    parser.add_argument("--root", type=Path, default=None,
+                        help="where to write (or reuse) the synthetic ImageNet (default: a temporary folder)")
+    parser.add_argument("--only", default="", help="comma-separated subset of " + ",".join(CONFIGS))
+    parser.add_argument("--max-rss-gib", type=float, default=10.0,
+                        help="stop a config whose resident memory passes this")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per config")
+    parser.add_argument("--keep", action="store_true", help="keep the run directories")
+    args = parser.parse_args()
+    names = [n for n in (args.only.split(",") if args.only else CONFIGS) if n]
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configs {unknown}; known: {', '.join(CONFIGS)}")
+
+    import torch
+
+    print(f"device: cpu ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}), "
+          f"torch {torch.__version__}; mode: {'quick' if args.quick else 'full'}")
+    tmp = tempfile.mkdtemp(prefix="robustlens_rehearsal_")
+    root = args.root or Path(tmp) / "imagenet"
+    t = time.perf_counter()
+    n_files, mib = write_imagenet(root)
+    print(f"synthetic ImageNet: {root}/val: 1000 class folders (real WordNet ids), {n_files} JPEGs "
+          f"of {PHOTO[0]} x {PHOTO[1]}, {mib:.0f} MiB, ready in {time.perf_counter() - t:.0f} s")
+    work = Path(tmp) / "runs"
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    total = time.perf_counter()
+    for name in names:
+        raw = tomllib.loads(CONFIGS[name].read_text())
+        cfg = rehearsal_config(name, raw, root, args.quick)
+        row = run_one(name, cfg, work, int(args.max_rss_gib * 2**30), args.timeout)
+        rows.append(row)
+        print(f"  {name}: {'ok' if row['rc'] == 0 else 'FAILED'} in {row['wall_s']:.0f} s, peak "
+              f"{row['peak_gib']:.2f} GiB {row['why']}", flush=True)
+    header = (f"{'config':<9}{'batch':>6}{'images':>7}{'passes':>9}{'wall s':>8}{'s/image':>9}"
+              f"{'peak GiB':>9}{'run MiB':>9}{'resume MiB':>11}{'report':>8}")
+    print(header)
+    for r in rows:
+        print(f"{r['config']:<9}{r['batch']:>6}{r['images']:>7}{r['passes']:>9}{r['wall_s']:>8.0f}"
+              f"{r['per_image_s']:>9.1f}{r['peak_gib']:>9.2f}{r['run_mib']:>9.1f}{r['ckpt_mib']:>11.1f}"
+              f"{'yes' if r['report'] else 'NO':>8}")
+    failed = [r for r in rows if r["rc"] != 0 or not r["report"]]
+    over = [r["config"] for r in rows if r["peak_gib"] > 8.0]
+    print(f"total {time.perf_counter() - total:.0f} s (load average now {os.getloadavg()[0]:.1f}); "
+          f"completed {len(rows) - len(failed)}/{len(rows)}; peak <= 8 GiB: "
+          f"{'all' if not over else 'NOT ' + ', '.join(over)}")
+    for r in failed:
+        print(f"  {r['config']} failed (exit {r['rc']}): {r['why']}  [log: {work / (r['config'] + '.log')}]")
+    if not args.keep and not failed:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.root is None and not args.keep:
+        shutil.rmtree(root, ignore_errors=True)
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
