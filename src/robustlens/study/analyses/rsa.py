@@ -99,7 +99,7 @@ class RSAAnalysis(PerCondition):
         self._clean = self.new_reducers()["rdm"]
 
     def new_reducers(self) -> dict[str, Any]:
-        return {"rdm": ClassRDM(len(self.class_names), self._metric)}
+        return {"rdm": ClassRDM(len(self.class_names), self._metric, class_names=self.class_names)}
 
     def layers(self) -> list[str] | None:
         return self._layers
