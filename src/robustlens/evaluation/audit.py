@@ -40,16 +40,18 @@ from robustlens.attacks import (
     FGSM,
     PGD,
     Attack,
+    Criterion,
     DeepFool,
+    EotPlan,
     FixedNoise,
     RandomNoise,
     Transfer,
+    criterion_gradient,
     eval_mode,
+    gradient_attack,
     is_stochastic,
+    perturbation_norm,
 )
-from robustlens.attacks._criteria import Objective
-from robustlens.attacks._loop import EotPlan, gradient_attack, objective_gradient
-from robustlens.attacks._threat import perturbation_norm
 from robustlens.data.dataset import ImageDataset
 from robustlens.data.subset import class_balanced_indices
 from robustlens.errors import ConfigError
@@ -258,7 +260,7 @@ def _check_zero_gradients(a: _Auditor, tol: float) -> None:
     bad = []
     for s in range(0, len(a.y), a.batch_size):
         x, y = a.x[s:s + a.batch_size], a.y[s:s + a.batch_size]
-        g, _ = objective_gradient(a.model, x, Objective(y), plan)
+        g, _, _ = criterion_gradient(a.model, x, Criterion(y), plan)
         flat = g.flatten(1)
         bad.append((flat == 0).all(1) | ~torch.isfinite(flat).all(1))
     frac = float(torch.cat(bad).float().mean())
@@ -306,7 +308,7 @@ def _check_active(a: _Auditor, tol: float) -> None:
     random_init = atk.random_start if isinstance(atk, PGD) else False
     gen = torch.Generator(device=x.device).manual_seed(a.seed)
     with eval_mode(a.model):
-        out = gradient_attack(a.model, x, Objective(y), eps=r.view(-1, 1, 1, 1), steps=steps,
+        out = gradient_attack(a.model, x, Criterion(y), eps=r.view(-1, 1, 1, 1), steps=steps,
                               step_size=(rel * r).view(-1, 1, 1, 1), norm=atk.norm,
                               random_init=random_init, generator=gen, check_success=True)
     assert out.success is not None
