@@ -204,7 +204,8 @@ class AutoAttack(Attack):
         start = time.perf_counter()
         with eval_mode(model), torch.inference_mode():
             k = self.eot_samples if version == "rand" else 1
-            broken = expected_logits(model, images, k).argmax(1) != labels
+            clean_pred = expected_logits(model, images, k).argmax(1)
+        broken = clean_pred.clone() != labels
         adv = images.detach().clone()
         found = ["clean" if bool(v) else "" for v in broken.tolist()]
         names, accs = ["clean"], [1.0 - float(broken.float().mean()) if b else 0.0]
