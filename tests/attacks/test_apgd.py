@@ -11,9 +11,9 @@ from torch import nn
 
 from robustlens.attacks import (
     APGD,
+    L2PGD,
     PGD,
     Criterion,
-    L2PGD,
     LinfPGD,
     apgd_checkpoints,
     dlr_loss,

@@ -31,14 +31,14 @@ def test_cascade_never_raises_accuracy_and_records_who_broke_what(softmax):
                              Square(0.1, queries=100)))
     adv, res = aa.run_cascade(model, x, y)
     assert res.stages == ("clean", "apgd_ce", "apgd_dlr", "square")
-    assert all(b <= a for a, b in zip(res.accuracy, res.accuracy[1:]))
+    assert all(b <= a for a, b in zip(res.accuracy, res.accuracy[1:], strict=False))
     with torch.no_grad():
         correct = model(adv).argmax(1) == y
     assert float(correct.float().mean()) == pytest.approx(res.accuracy[-1])
     assert float((adv - x).abs().max()) <= 0.1 + 1e-6
     for i, who in enumerate(res.found_by):
         assert (who == "") == bool(correct[i])
-    for stage, n in zip(res.stages, res.broken):
+    for stage, n in zip(res.stages, res.broken, strict=True):
         assert res.found_by.count(stage) == n
     # each stage is handed exactly the images all earlier stages left standing
     assert res.attacked[1] == len(y) - res.broken[0]

@@ -6,8 +6,16 @@ import pytest
 import torch
 from _attack_models import Affine, NoisyAffine, affine_problem
 
-from robustlens.attacks import PGD, DeepFool, FixedNoise, StochasticModelWarning, is_stochastic
-from robustlens.attacks import Criterion, EotPlan, criterion_gradient
+from robustlens.attacks import (
+    PGD,
+    Criterion,
+    DeepFool,
+    EotPlan,
+    FixedNoise,
+    StochasticModelWarning,
+    criterion_gradient,
+    is_stochastic,
+)
 
 
 @pytest.mark.parametrize("chunk", [None, 7])

@@ -37,7 +37,13 @@ from robustlens.attacks._criteria import (
     check_targeted,
     choose_targets,
 )
-from robustlens.attacks._loop import StepRule, eval_mode, expected_logits, gradient_attack
+from robustlens.attacks._loop import (
+    LoopResult,
+    StepRule,
+    eval_mode,
+    expected_logits,
+    gradient_attack,
+)
 from robustlens.attacks._stochastic import is_stochastic, warn_if_stochastic
 from robustlens.attacks._threat import Norm, ascent_direction, project
 from robustlens.attacks.base import Attack, Outcome, check_eps, check_norm, check_positive_int
@@ -239,14 +245,14 @@ class APGD(Attack):
                 with torch.inference_mode():
                     probe = images if self.targeted == "least_likely" else images[:1]
                     logits = expected_logits(model, probe, eot).clone()
-                chosen = choose_targets(self.targeted, labels, logits,  # type: ignore[arg-type]
-                                        logits.shape[1], targets, generator)
+                chosen = choose_targets(self.targeted, labels, logits, logits.shape[1],
+                                        targets, generator)
                 crit = Criterion(labels, chosen, self.loss)
             out = self._loop(model, images, crit, eot, generator, early_stop, True)
         return Outcome(out.adversarial, out.success, crit.targets)
 
     def _loop(self, model: nn.Module, images: torch.Tensor, crit: Criterion, eot: int,
-              generator: torch.Generator, early_stop: bool, scored: bool):  # type: ignore[no-untyped-def]
+              generator: torch.Generator, early_stop: bool, scored: bool) -> LoopResult:
         return gradient_attack(
             model, images, crit, eps=self.eps, steps=self.steps, step_size=2 * self.eps,
             norm=self.norm, random_init=True, generator=generator, eot_samples=eot,

@@ -15,8 +15,8 @@ from torch import nn
 
 from robustlens.attacks._criteria import (
     LOSSES,
-    Loss,
     Criterion,
+    Loss,
     Targeted,
     check_targeted,
     choose_targets,
