@@ -139,3 +139,14 @@ def test_linf_and_l2_pgd_fix_their_norm():
     with pytest.raises(ValueError):
         dataclasses.replace(L2PGD(1.0), norm="inf")
     assert dataclasses.replace(L2PGD(1.0), eps=0.5).norm == "2"
+
+
+def test_restarts_with_early_exit_never_weaken_apgd():
+    model = _mlp()
+    x = torch.rand(32, 1, 6, 6)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    one = APGD(0.03, steps=6).run(model, x, y, early_stop=True)
+    more = APGD(0.03, steps=6, restarts=3).run(model, x, y, early_stop=True)
+    assert bool((more.success | ~one.success).all())
+    assert float(more.linf.max()) <= 0.03 + 1e-6

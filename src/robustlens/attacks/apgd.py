@@ -94,7 +94,12 @@ class ApgdRule(StepRule):
         self.norm = norm
         self.halvings: list[tuple[int, torch.Tensor]] = []
 
+    _STATE = ("eta", "x_prev", "x_best", "grad_best", "loss_best", "loss_prev", "increases",
+              "best_at_checkpoint", "halved_at_checkpoint", "found", "x_found")
+
     def start(self, x: torch.Tensor, eps: torch.Tensor, steps: int) -> None:
+        for name in self._STATE:  # nothing carries over from an earlier run
+            self.__dict__.pop(name, None)
         self.eta = (2.0 * eps).expand(x.shape[0], *([1] * (x.ndim - 1))).clone()
         self.checkpoints = set(apgd_checkpoints(steps)[1:])
         self.last_checkpoint = 0
@@ -145,10 +150,8 @@ class ApgdRule(StepRule):
         return nxt
 
     def keep(self, mask: torch.Tensor) -> None:
-        for name in ("eta", "x_prev", "x_best", "grad_best", "loss_best", "loss_prev",
-                     "increases", "best_at_checkpoint", "halved_at_checkpoint", "found",
-                     "x_found"):
-            if hasattr(self, name):
+        for name in self._STATE:
+            if name in self.__dict__:
                 setattr(self, name, getattr(self, name)[mask])
 
     def final(self, x: torch.Tensor) -> torch.Tensor:

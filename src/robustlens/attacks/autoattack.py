@@ -27,6 +27,7 @@ projected back onto the ball.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import warnings
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ from robustlens.attacks.apgd import APGD
 from robustlens.attacks.base import Attack, Outcome, check_eps, check_norm
 from robustlens.attacks.deepfool import DeepFool
 from robustlens.attacks.square import Square
+from robustlens.attacks.transfer import Transfer
 from robustlens.errors import ConfigError
 
 __all__ = ["VERSIONS", "AutoAttack", "CascadeResult", "Version"]
@@ -50,6 +52,15 @@ __all__ = ["VERSIONS", "AutoAttack", "CascadeResult", "Version"]
 Version = Literal["standard", "rand", "custom"] | None
 VERSIONS: tuple[str, ...] = ("standard", "rand", "custom")
 _RAND_EOT = 20
+
+
+def _at_eps(attack: Attack, eps: float) -> Attack:
+    """``attack`` at the cascade's eps (so that an eps sweep moves every stage)."""
+    if attack.eps == eps:
+        return attack
+    if isinstance(attack, Transfer):
+        return Transfer(_at_eps(attack.attack, eps), attack.surrogate)
+    return dataclasses.replace(attack, eps=eps)  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
@@ -87,7 +98,7 @@ class AutoAttack(Attack):
             ``"standard"``), ``"standard"``, ``"rand"`` or ``"custom"`` (see the module
             docstring). Forcing ``"standard"`` on a stochastic model warns.
         attacks: the cascade of ``version="custom"``, in order (robustlens attacks, at the
-            same norm); only for ``"custom"``.
+            same norm; each is run at the cascade's ``eps``); only for ``"custom"``.
         seed: seed of the default generator (shared by the stages, in order).
         steps: APGD iterations of the built-in versions.
         queries: Square's query budget in ``"standard"``.
@@ -121,6 +132,10 @@ class AutoAttack(Attack):
             if bad:
                 raise ConfigError("AutoAttack attacks must be robustlens attacks; received "
                                   f"{type(bad[0]).__name__}.")
+            other = [a.name for a in self.attacks if a.norm != self.norm]
+            if other:
+                raise ConfigError(f"every attack of the cascade must use its norm {self.norm!r}; "
+                                  f"received {', '.join(other)}.")
         elif self.attacks is not None:
             raise ConfigError(f"attacks=[...] is only for version='custom'; version "
                               f"{self.version!r} runs its own cascade.")
@@ -138,7 +153,7 @@ class AutoAttack(Attack):
         """The attacks that ``version`` (``"standard"``, ``"rand"`` or ``"custom"``) runs."""
         if version == "custom":
             assert self.attacks is not None
-            return tuple(self.attacks)
+            return tuple(_at_eps(a, self.eps) for a in self.attacks)
         e, n, s = self.eps, self.norm, self.seed
         if version == "rand":
             return (APGD(e, n, "ce", steps=self.steps, eot_samples=self.eot_samples, seed=s),

@@ -174,7 +174,11 @@ class Square(Attack):
                 signs = torch.randint(0, 2, (n, c, 1, 1), generator=gen, device=dev)
                 patch = (2 * signs.to(dt) - 1).expand(n, c, s, s) * self.eps
                 mask = _window_mask(n, h, w, s, rows, cols, dev)
-                cand = torch.where(mask, _paste(ds.shape, patch, rows, cols), ds)
+                new = _paste(ds.shape, patch, rows, cols)
+                # a window that would not change is refilled with the opposite signs
+                same = ((new == ds) | ~mask).flatten(1).all(dim=1)
+                new = torch.where(same.view(-1, 1, 1, 1), -new, new)
+                cand = torch.where(mask, new, ds)
             else:
                 rows2 = torch.randint(0, h - s + 1, (n,), generator=gen, device=dev)
                 cols2 = torch.randint(0, w - s + 1, (n,), generator=gen, device=dev)
