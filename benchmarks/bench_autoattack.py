@@ -17,8 +17,15 @@ Part 2, the demo's VOneNet (stochastic), ``--vone-images`` images, L-inf eps 0.0
 AutoAttack "rand" (APGD-CE and APGD-DLR with 20 EOT samples per step) against PGD-20 with 8
 EOT samples; accuracy from one fresh stochastic pass each (target: rand <= PGD + 1 point).
 
-Usage: python benchmarks/bench_autoattack.py [--n-images 1000] [--vone-images 400]
-       [--skip-vone] [--skip-components] [--batch 500]
+``--models quick`` replaces the demo's trainings (minutes on a free machine, much longer on
+a busy one) by short ones of the same architectures, cached beside them: fmnist_cnn
+PGD-trained for 1 epoch (PGD-3, eps 0.1) and vone_fmnist_cnn trained for 1 epoch, both on
+the first 12,000 training images. The output says which models ran.
+
+Time on 2 free CPU cores with the defaults (300 images, quick models cached): about 15 min.
+
+Usage: python benchmarks/bench_autoattack.py [--n-images 300] [--vone-images 400]
+       [--models demo|quick] [--skip-vone] [--skip-components] [--batch 500]
 """
 
 from __future__ import annotations
@@ -40,6 +47,31 @@ from robustlens.study.config import load_config  # noqa: E402
 from robustlens.study.models import default_cache_dir, obtain_model  # noqa: E402
 
 Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def quick_model(name: str) -> torch.nn.Module:
+    """A short training of the demo model ``name``'s architecture, cached."""
+    from robustlens.study.models import build_seeded
+    from robustlens.training import AdversarialTraining, TrainConfig, train_model
+
+    arch, adv = {"pgd_trained": ("fmnist_cnn", AdversarialTraining(eps=0.1, steps=3)),
+                 "vonenet": ("vone_fmnist_cnn", None)}[name]
+    path = default_cache_dir() / f"bench_{arch}_{name}_quick.pt"
+    model = build_seeded(arch, {}, 0)
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        print(f"model {name} (quick): cache ({path})", flush=True)
+    else:
+        train = load_fashion_mnist("train").subset(torch.arange(12000))
+        train_model(model, train, TrainConfig(epochs=1, adversarial=adv))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
+        print(f"model {name} (quick): trained, 1 epoch on 12,000 images ({path})", flush=True)
+    return model.eval()
+
+
+def get_model(name: str, which: str) -> torch.nn.Module:
+    return demo_model(name) if which == "demo" else quick_model(name)
 
 
 def demo_model(name: str) -> torch.nn.Module:
@@ -96,12 +128,12 @@ def theirs(model: torch.nn.Module, norm: str, eps: float, components: bool
 
 
 def part_one(args: argparse.Namespace) -> None:
-    model = demo_model("pgd_trained")
+    model = get_model("pgd_trained", args.models)
     data = load_fashion_mnist("test").subset(torch.arange(args.n_images))
     x, y = data.images, data.labels
     with torch.inference_mode():
         clean = float((model(x).argmax(1) == y).float().mean())
-    print(f"\nPGD-trained fmnist_cnn, {len(y)} test images, clean accuracy {clean:.3f}")
+    print(f"\nPGD-trained fmnist_cnn ({args.models}), {len(y)} test images, clean accuracy {clean:.3f}")
     for norm, eps in (("inf", 0.1), ("2", 1.0)):
         mine: dict[str, object] = {"autoattack": AutoAttack(eps, norm, version="standard")}
         if not args.skip_components:
@@ -132,7 +164,7 @@ def part_one(args: argparse.Namespace) -> None:
 
 
 def part_two(args: argparse.Namespace) -> None:
-    model = demo_model("vonenet")
+    model = get_model("vonenet", args.models)
     data = load_fashion_mnist("test").subset(torch.arange(args.vone_images))
     x, y = data.images, data.labels
     eps = 0.05
@@ -149,7 +181,8 @@ def part_two(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-images", type=int, default=1000)
+    parser.add_argument("--n-images", type=int, default=300)
+    parser.add_argument("--models", default="demo", choices=["demo", "quick"])
     parser.add_argument("--vone-images", type=int, default=400)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--skip-vone", action="store_true")
