@@ -7,11 +7,14 @@ import torch
 from torch import nn
 
 from robustlens.attacks import (
+    APGD,
     FGSM,
     PGD,
     Attack,
+    AutoAttack,
     DeepFool,
     RandomNoise,
+    Square,
     Transfer,
     create_preset,
     vonenet_pgd,
@@ -32,6 +35,10 @@ def _attacks():
         PGD(0.1, steps=2, targeted="least_likely", loss="margin"), FGSM(0.1),
         DeepFool(steps=3), DeepFool("2", steps=3, eps=0.3), RandomNoise(0.1, trials=2),
         RandomNoise(0.5, norm="2"), Transfer(PGD(0.1, steps=2), surrogate),
+        PGD(2.0, steps=2, norm="1"), APGD(0.1, steps=3), APGD(0.5, "2", "dlr", steps=3),
+        APGD(2.0, "1", targeted="top", n_targets=2, steps=3), Square(0.1, queries=5),
+        Square(0.5, "2", queries=5),
+        AutoAttack(0.1, version="custom", attacks=(APGD(0.1, steps=2), Square(0.1, queries=3))),
     ]
 
 
@@ -48,8 +55,8 @@ def test_attack_contract(attack: Attack):
     assert out.shape == x.shape and result.adversarial.shape == x.shape
     assert float(out.min()) >= 0 and float(out.max()) <= 1
     if math.isfinite(attack.eps):
-        size = result.linf if attack.norm == "inf" else result.l2
-        assert float(size.max()) <= attack.eps + 1e-5
+        size = {"inf": result.linf, "2": result.l2, "1": result.l1}[attack.norm]
+        assert size is not None and float(size.max()) <= attack.eps * (1 + 1e-5) + 1e-5
     assert result.success.dtype == torch.bool and result.success.shape == (8,)
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -113,7 +113,7 @@ def test_bad_inputs_are_clear_errors() -> None:
     with pytest.raises(ConfigError, match="steps"):
         PGD(eps=0.1, steps=0)
     with pytest.raises(ConfigError, match="norm"):
-        PGD(eps=0.1, norm="1")  # type: ignore[arg-type]
+        PGD(eps=0.1, norm="l1")  # type: ignore[arg-type]
 
 
 def test_eot_on_a_deterministic_model_costs_one_sample(trained_digits_cnn, digits) -> None:  # type: ignore[no-untyped-def]

@@ -75,3 +75,30 @@ def test_flags_a_stochastic_model_attacked_without_eot(digits_model, digits_test
 def test_unknown_check(digits_model, digits_test):
     with pytest.raises(ConfigError, match="monotonic_in_eps"):
         audit_gradient_masking(digits_model, digits_test, PGD(0.1), checks=["monotonic"])
+
+
+class _MaskedGradient(nn.Module):
+    """Same logits, zero input gradient everywhere."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        with torch.no_grad():
+            out = self.model(x)
+        return out + 0.0 * x.flatten(1).sum(1, keepdim=True)
+
+
+def test_black_box_check_flags_a_masked_gradient(digits_model, digits_test):
+    from robustlens.attacks import APGD
+
+    table = audit_gradient_masking(_MaskedGradient(digits_model), digits_test,
+                                   APGD(0.1, steps=10), n_images=60, square_queries=200,
+                                   checks=["beats_black_box"])
+    row = table.set_index("check").loc["beats_black_box"]
+    assert row.status == "flag" and "square" in row.evidence and "black-box" in row.suggestion
+    clean = audit_gradient_masking(digits_model, digits_test, APGD(0.1, steps=10), n_images=60,
+                                   square_queries=200, checks=["beats_black_box"])
+    # on the unmasked model Square may still add an image or two, far fewer than when masked
+    assert row.value >= clean.set_index("check").loc["beats_black_box"].value + 0.15

@@ -1,8 +1,9 @@
 """Criteria: what an attack tries to achieve (untargeted or targeted) and its loss.
 
-An :class:`Objective` holds, per example, the true class and, in targeted mode, the class to
-reach. It gives the loss the attack *ascends*, whether a prediction counts as a success, and
-a margin (negative exactly when the example is adversarial) to rank candidates.
+A :class:`Criterion` holds, per example, the true class and, in targeted mode, the class to
+reach. It gives the loss the attack *ascends* (per example and summed), whether a prediction
+counts as a success, and a margin (negative exactly when the example is adversarial) to rank
+candidates.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import torch.nn.functional as F
 
 from robustlens.errors import ConfigError
 
-__all__ = ["LOSSES", "TARGET_MODES", "Loss", "Objective", "TargetMode", "Targeted",
-           "check_targeted", "choose_targets"]
+__all__ = ["LOSSES", "TARGET_MODES", "Criterion", "Loss", "TargetMode", "Targeted",
+           "check_targeted", "choose_targets", "dlr_loss"]
 
 TargetMode = Literal["random", "least_likely", "given"]
 TARGET_MODES: tuple[str, ...] = ("random", "least_likely", "given")
@@ -25,8 +26,10 @@ Targeted = int | TargetMode | None
 random class other than the true one (from the attack's generator); ``"least_likely"``: the
 class with the lowest clean logit; ``"given"``: targets passed to the call."""
 
-Loss = Literal["ce", "margin"]
-LOSSES: tuple[str, ...] = ("ce", "margin")
+Loss = Literal["ce", "margin", "dlr"]
+LOSSES: tuple[str, ...] = ("ce", "margin", "dlr")
+
+_DLR_TINY = 1e-12
 
 
 def check_targeted(targeted: object) -> None:
@@ -46,58 +49,107 @@ def _other_max(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
     return logits.scatter(1, cls[:, None], float("-inf")).amax(dim=1)
 
 
+def dlr_loss(logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor | None = None
+             ) -> torch.Tensor:
+    """Difference-of-logits-ratio loss (Croce and Hein 2020), per example (B,), to ascend.
+
+    With ``z`` sorted decreasingly as ``z_pi1 >= z_pi2 >= ...``: untargeted
+    ``-(z_y - max_{j != y} z_j) / (z_pi1 - z_pi3)``; targeted
+    ``-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)``. Invariant to shifting and scaling the
+    logits, so it does not saturate with the softmax. Needs at least 3 classes (untargeted)
+    or 4 (targeted).
+
+    Args:
+        logits: (B, K) logits.
+        labels: true classes (B,).
+        targets: classes to reach (B,), or ``None`` for the untargeted loss.
+    """
+    need = 3 if targets is None else 4
+    if logits.shape[1] < need:
+        kind = "an untargeted" if targets is None else "a targeted"
+        raise ConfigError(f"{kind} DLR loss needs a model with at least {need} classes; this "
+                          f"one has {logits.shape[1]}. Use loss='ce' or loss='margin'.")
+    top = logits.topk(need, dim=1).values
+    own = logits.gather(1, labels[:, None]).squeeze(1)
+    if targets is None:
+        return -(own - _other_max(logits, labels)) / (top[:, 0] - top[:, 2] + _DLR_TINY)
+    tgt = logits.gather(1, targets[:, None]).squeeze(1)
+    return -(own - tgt) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + _DLR_TINY)
+
+
 @dataclass(frozen=True)
-class Objective:
+class Criterion:
     """The per-example goal of an attack.
 
     Attributes:
         labels: true classes (B,).
         targets: classes to reach (B,), or ``None`` for an untargeted attack.
         loss: ``"ce"`` (cross-entropy: ascend CE(true) untargeted, descend CE(target)
-            targeted) or ``"margin"`` (Carlini-Wagner logit margin, which does not saturate
-            with the softmax).
+            targeted), ``"margin"`` (Carlini-Wagner logit margin, which does not saturate
+            with the softmax) or ``"dlr"`` (:func:`dlr_loss`).
+        any_class: with targets, count any misclassification as a success (the targets
+            only steer the loss, as in APGD-T) instead of reaching the target.
     """
 
     labels: torch.Tensor
     targets: torch.Tensor | None = None
     loss: Loss = "ce"
+    any_class: bool = False
 
     @property
     def targeted(self) -> bool:
         return self.targets is not None
 
-    def subset(self, index: torch.Tensor) -> Objective:
-        """The objective of the examples at ``index``."""
-        return Objective(self.labels[index], None if self.targets is None else self.targets[index],
-                         self.loss)
+    @property
+    def _judged_targeted(self) -> bool:
+        return self.targets is not None and not self.any_class
 
-    def tile(self, k: int) -> Objective:
-        """The objective repeated ``k`` times along the batch (for k stacked copies)."""
+    def subset(self, index: torch.Tensor) -> Criterion:
+        """The criterion of the examples at ``index``."""
+        return Criterion(self.labels[index],
+                         None if self.targets is None else self.targets[index], self.loss,
+                         self.any_class)
+
+    def tile(self, k: int) -> Criterion:
+        """The criterion repeated ``k`` times along the batch (for k stacked copies)."""
         targets = None if self.targets is None else self.targets.repeat(k)
-        return Objective(self.labels.repeat(k), targets, self.loss)
+        return Criterion(self.labels.repeat(k), targets, self.loss, self.any_class)
 
     def margin(self, logits: torch.Tensor) -> torch.Tensor:
         """Per-example margin (B,): negative exactly when the example is adversarial.
 
-        Untargeted: ``z_y - max_{j != y} z_j``; targeted: ``max_{j != t} z_j - z_t``.
+        Untargeted (or ``any_class``): ``z_y - max_{j != y} z_j``; targeted:
+        ``max_{j != t} z_j - z_t``.
         """
-        cls = self.labels if self.targets is None else self.targets
+        targeted = self._judged_targeted
+        cls = self.targets if targeted and self.targets is not None else self.labels
         own = logits.gather(1, cls[:, None]).squeeze(1)
         other = _other_max(logits, cls)
-        return own - other if self.targets is None else other - own
+        return other - own if targeted else own - other
 
     def is_adversarial(self, logits: torch.Tensor) -> torch.Tensor:
         """Boolean (B,): prediction differs from the label (untargeted) or equals the target."""
         pred = logits.argmax(dim=1)
-        return pred != self.labels if self.targets is None else pred == self.targets
+        if self._judged_targeted and self.targets is not None:
+            return pred == self.targets
+        return pred != self.labels
+
+    def losses(self, logits: torch.Tensor) -> torch.Tensor:
+        """Per-example loss (B,) an attack maximises."""
+        if self.loss == "dlr":
+            return dlr_loss(logits, self.labels, self.targets)
+        if self.loss == "margin":
+            if self.targets is None:
+                return -self.margin(logits)
+            own = logits.gather(1, self.targets[:, None]).squeeze(1)
+            return own - _other_max(logits, self.targets)
+        if self.targets is None:
+            return F.cross_entropy(logits, self.labels, reduction="none")
+        return -F.cross_entropy(logits, self.targets, reduction="none")
 
     def ascent_loss(self, logits: torch.Tensor) -> torch.Tensor:
         """The summed loss an attack maximises (a scalar)."""
-        if self.loss == "margin":
-            return -self.margin(logits).sum()
-        if self.targets is None:
-            return F.cross_entropy(logits, self.labels, reduction="sum")
-        return -F.cross_entropy(logits, self.targets, reduction="sum")
+        return self.losses(logits).sum()
 
 
 def choose_targets(targeted: Targeted, labels: torch.Tensor, clean_logits: torch.Tensor | None,

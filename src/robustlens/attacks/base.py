@@ -72,11 +72,16 @@ def check_eps(eps: float, *, allow_inf: bool = False, norm: str = "inf", n_featu
                               "eps is in pixel units, with pixels in [0, 1].")
 
 
-def check_norm(norm: object) -> None:
-    """Raise :class:`ConfigError` unless ``norm`` is ``"inf"`` or ``"2"``."""
-    if norm not in NORMS:
-        raise ConfigError(f"norm must be one of {', '.join(map(repr, NORMS))}; received {norm!r}. "
-                          "Use 'inf' for L-inf or '2' for L2 (strings).")
+def check_norm(norm: object, allowed: tuple[str, ...] = NORMS) -> None:
+    """Raise :class:`ConfigError` unless ``norm`` is one of ``allowed`` (default all threat models).
+
+    Args:
+        norm: the value to check.
+        allowed: the norms the attack supports.
+    """
+    if norm not in allowed:
+        raise ConfigError(f"norm must be one of {', '.join(map(repr, allowed))}; received {norm!r}. "
+                          "Use 'inf' for L-inf, '2' for L2 or '1' for L1 (strings).")
 
 
 def check_positive_int(name: str, value: object) -> None:
@@ -100,6 +105,10 @@ class AttackResult:
         minimal_norm: (B,) in the attack's own norm, the size of the adversarial
             perturbation found (for DeepFool: before any eps restriction), ``inf`` where
             the attack failed.
+        l1: (B,) L1 norm of the perturbation, pixel units.
+        found_by: per example, the name of the component attack whose image is returned
+            (ensembles such as AutoAttack; ``"clean"`` where the clean image is already
+            misclassified, ``""`` where none succeeded), else ``None``.
     """
 
     adversarial: torch.Tensor
@@ -108,17 +117,21 @@ class AttackResult:
     linf: torch.Tensor
     l2: torch.Tensor
     minimal_norm: torch.Tensor
+    l1: torch.Tensor | None = None
+    found_by: tuple[str, ...] | None = None
 
     @classmethod
     def build(cls, images: torch.Tensor, adversarial: torch.Tensor, success: torch.Tensor,
               targets: torch.Tensor | None, norm: Norm,
-              found_norm: torch.Tensor | None = None) -> AttackResult:
+              found_norm: torch.Tensor | None = None,
+              found_by: tuple[str, ...] | None = None) -> AttackResult:
         """Fill in the norms from the clean and adversarial images."""
         delta = (adversarial - images).detach()
         linf, l2 = perturbation_norm(delta, "inf"), perturbation_norm(delta, "2")
-        own = found_norm if found_norm is not None else (linf if norm == "inf" else l2)
+        l1 = perturbation_norm(delta, "1")
+        own = found_norm if found_norm is not None else {"inf": linf, "2": l2, "1": l1}[norm]
         minimal = torch.where(success, own, torch.full_like(own, float("inf")))
-        return cls(adversarial.detach(), success, targets, linf, l2, minimal)
+        return cls(adversarial.detach(), success, targets, linf, l2, minimal, l1, found_by)
 
 
 class Attack:
@@ -134,7 +147,7 @@ class Attack:
     def name(self) -> str:
         """Short lower-case label (``"pgd"``, ``"pgd_l2"``, ``"deepfool"``, ...)."""
         base = type(self).__name__.lower()
-        return base + ("_l2" if getattr(self, "norm", "inf") == "2" else "")
+        return base + {"2": "_l2", "1": "_l1"}.get(getattr(self, "norm", "inf"), "")
 
     def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                  generator: torch.Generator | None = None,
@@ -173,7 +186,7 @@ class Attack:
                         targets=targets, early_stop=early_stop, scored=True)
         assert out.success is not None
         return AttackResult.build(images, out.adversarial, out.success, out.targets, self.norm,
-                                  out.found_norm)
+                                  out.found_norm, out.found_by)
 
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
              generator: torch.Generator | None, targets: torch.Tensor | None,
@@ -192,9 +205,11 @@ class Outcome:
         targets: (B,) targets of a targeted attack, else ``None``.
         found_norm: (B,) perturbation norm before any eps restriction (DeepFool), or
             ``None`` to use the norm of ``adversarial - images``.
+        found_by: per example, the component attack that produced the image (ensembles).
     """
 
     adversarial: torch.Tensor
     success: torch.Tensor | None
     targets: torch.Tensor | None = None
     found_norm: torch.Tensor | None = None
+    found_by: tuple[str, ...] | None = None

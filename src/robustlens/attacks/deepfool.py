@@ -75,7 +75,7 @@ class DeepFool(Attack):
     warn_stochastic: bool = field(default=True, kw_only=True)
 
     def __post_init__(self) -> None:
-        check_norm(self.norm)
+        check_norm(self.norm, ("inf", "2"))
         if not (isinstance(self.overshoot, int | float) and self.overshoot >= 0):
             raise ConfigError(f"overshoot must be a number >= 0; received {self.overshoot!r}.")
         check_positive_int("steps", self.steps)

@@ -15,8 +15,8 @@ from torch import nn
 
 from robustlens.attacks._criteria import (
     LOSSES,
+    Criterion,
     Loss,
-    Objective,
     Targeted,
     check_targeted,
     choose_targets,
@@ -27,7 +27,7 @@ from robustlens.attacks._threat import Norm
 from robustlens.attacks.base import Attack, Outcome, check_eps, check_norm, check_positive_int
 from robustlens.errors import ConfigError
 
-__all__ = ["FGSM", "PGD", "Attack"]
+__all__ = ["FGSM", "PGD", "Attack", "L2PGD", "LinfPGD"]
 
 
 def _check_common(attack: FGSM | PGD) -> None:
@@ -41,17 +41,17 @@ def _check_common(attack: FGSM | PGD) -> None:
                           f"received {attack.loss!r}.")
 
 
-def _objective(attack: FGSM | PGD, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-               given: torch.Tensor | None, generator: torch.Generator | None) -> Objective:
+def _criterion(attack: FGSM | PGD, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+               given: torch.Tensor | None, generator: torch.Generator | None) -> Criterion:
     """Labels plus the targets of the attack's targeted mode (one clean pass if needed)."""
     targeted = attack.targeted
     if targeted is None and given is None:
-        return Objective(labels, None, attack.loss)
+        return Criterion(labels, None, attack.loss)
     with torch.inference_mode():
         probe = images if targeted == "least_likely" else images[:1]
         logits = expected_logits(model, probe, attack.eot_samples).clone()
     targets = choose_targets(targeted, labels, logits, logits.shape[1], given, generator)
-    return Objective(labels, targets, attack.loss)
+    return Criterion(labels, targets, attack.loss)
 
 
 def _run_gradient(attack: FGSM | PGD, model: nn.Module, images: torch.Tensor,
@@ -67,14 +67,14 @@ def _run_gradient(attack: FGSM | PGD, model: nn.Module, images: torch.Tensor,
             warn_if_stochastic(model, images, attack.name)
         elif eot_samples > 1 and not is_stochastic(model, images):
             eot_samples = 1  # k samples of a deterministic model are k copies of one gradient
-        objective = _objective(attack, model, images, labels, targets, generator)
+        criterion = _criterion(attack, model, images, labels, targets, generator)
         result = gradient_attack(
-            model, images, objective, eps=attack.eps, steps=steps, step_size=step_size,
+            model, images, criterion, eps=attack.eps, steps=steps, step_size=step_size,
             norm=norm, random_init=random_init, generator=generator,
             eot_samples=eot_samples, eot_chunk=attack.eot_chunk, restarts=restarts,
             early_stop=early_stop, check_success=scored,
         )
-    return Outcome(result.adversarial, result.success, objective.targets)
+    return Outcome(result.adversarial, result.success, criterion.targets)
 
 
 @dataclass(frozen=True)
@@ -92,10 +92,12 @@ class PGD(Attack):
         steps: number of gradient steps.
         step_size: step length in pixel units; ``None`` uses Madry et al.'s
             ``2.5 * eps / steps``.
-        norm: ``"inf"`` or ``"2"``.
+        norm: ``"inf"``, ``"2"`` or ``"1"`` (L1: a sparse step moving the pixels with the
+            largest gradients, projected exactly onto the L1 ball and the [0, 1] box).
         random_start: start at a uniformly random point of the ball (L-inf: each pixel
             offset uniform in [-eps, eps]; L2: uniform in the ball, i.e. a Gaussian direction
-            with radius ``eps * u ** (1/d)``) instead of at the clean image.
+            with radius ``eps * u ** (1/d)``; L1: uniform in the ball) instead of at the
+            clean image.
         seed: seed of the default generator (random starts, random targets).
         targeted: ``None`` (untargeted), a class index, ``"random"`` (a random other
             class), ``"least_likely"`` (lowest clean logit) or ``"given"`` (targets passed
@@ -104,7 +106,8 @@ class PGD(Attack):
             transformation, for stochastic models); cost k forward+backward passes per step.
         restarts: independent runs (each from its own random start); per example the
             successful run, else the one with the lowest margin, is kept.
-        loss: ``"ce"`` (cross-entropy) or ``"margin"`` (logit margin; does not saturate).
+        loss: ``"ce"`` (cross-entropy), ``"margin"`` (logit margin; does not saturate) or
+            ``"dlr"`` (difference of logits ratio, scale-invariant; 3 classes or more).
         eot_chunk: EOT samples per stacked pass; ``None`` chooses what is faster on the
             device: one k x B batch on an accelerator (halved on out-of-memory), passes of
             at most about 65k input elements on a CPU.
@@ -134,6 +137,11 @@ class PGD(Attack):
             raise ConfigError("step_size must be > 0 (pixel units) or None; "
                               f"received {self.step_size!r}.")
         check_norm(self.norm)
+
+    @property
+    def name(self) -> str:
+        """``"pgd"``, ``"pgd_l2"`` or ``"pgd_l1"``."""
+        return "pgd" + {"inf": "", "2": "_l2", "1": "_l1"}[self.norm]
 
     @property
     def effective_step_size(self) -> float:
@@ -185,3 +193,33 @@ class FGSM(Attack):
         return _run_gradient(self, model, images, labels, steps=1, step_size=self.eps,
                              norm="inf", random_init=False, restarts=1, generator=generator,
                              targets=targets, early_stop=early_stop, scored=scored)
+
+
+@dataclass(frozen=True)
+class LinfPGD(PGD):
+    """:class:`PGD` with the L-inf threat model fixed (``norm`` cannot be set or replaced).
+
+    Args:
+        eps: L-inf radius in pixel units.
+        steps: as in :class:`PGD`.
+        step_size: as in :class:`PGD`.
+        random_start: as in :class:`PGD`.
+        seed: as in :class:`PGD`.
+    """
+
+    norm: Norm = field(default="inf", init=False)
+
+
+@dataclass(frozen=True)
+class L2PGD(PGD):
+    """:class:`PGD` with the L2 threat model fixed (``norm`` cannot be set or replaced).
+
+    Args:
+        eps: L2 radius in pixel units (over the whole image).
+        steps: as in :class:`PGD`.
+        step_size: as in :class:`PGD`.
+        random_start: as in :class:`PGD`.
+        seed: as in :class:`PGD`.
+    """
+
+    norm: Norm = field(default="2", init=False)

@@ -24,13 +24,15 @@ class RandomNoise(Attack):
     """Random perturbations on the sphere of radius ``eps``, then clipped to [0, 1].
 
     L-inf: every pixel moves by ``±eps`` with a random sign (a corner of the ball, the
-    largest L-inf noise of that size). L2: a Gaussian direction scaled to L2 norm ``eps``.
+    largest L-inf noise of that size). L2: a Gaussian direction scaled to L2 norm ``eps``. L1:
+sparse noise of L1 norm ``eps``.
     With several ``trials``, each example keeps the first draw that fools the model (one
     forward pass per trial on the examples not yet fooled).
 
     Args:
         eps: size in pixel units, in ``norm``.
-        norm: ``"inf"`` or ``"2"``.
+        norm: ``"inf"``, ``"2"`` or ``"1"`` (L1: eps spread evenly over a random 5% of
+            the pixels, with random signs).
         trials: random draws per example.
         seed: seed of the default generator.
     """
@@ -47,7 +49,7 @@ class RandomNoise(Attack):
 
     @property
     def name(self) -> str:
-        return "noise" + ("_l2" if self.norm == "2" else "")
+        return "noise" + {"2": "_l2", "1": "_l1"}.get(self.norm, "")
 
     def _draw(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         g = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

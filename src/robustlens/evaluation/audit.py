@@ -16,6 +16,8 @@ Checks (``check`` column):
   lower accuracy noticeably (the attack has converged).
 * ``beats_random_noise`` / ``beats_transfer``: per example, random noise of the same size, or
   a transfer attack from a surrogate, never succeeds where the white-box attack fails.
+* ``beats_black_box``: per example, the score-based Square attack (logits only, no
+  gradients) never succeeds where the white-box attack fails (L-inf and L2).
 * ``stochastic_without_eot``: a stochastic model is attacked with EOT.
 * ``fixed_noise``: for a stochastic model, attacking it with its noise frozen to one sample
   (and evaluating the result on the noisy model) is not stronger than the EOT attack.
@@ -37,19 +39,23 @@ import torch
 from torch import nn
 
 from robustlens.attacks import (
+    APGD,
     FGSM,
     PGD,
     Attack,
+    Criterion,
     DeepFool,
+    EotPlan,
     FixedNoise,
     RandomNoise,
+    Square,
     Transfer,
+    criterion_gradient,
     eval_mode,
+    gradient_attack,
     is_stochastic,
+    perturbation_norm,
 )
-from robustlens.attacks._criteria import Objective
-from robustlens.attacks._loop import EotPlan, gradient_attack, objective_gradient
-from robustlens.attacks._threat import perturbation_norm
 from robustlens.data.dataset import ImageDataset
 from robustlens.data.subset import class_balanced_indices
 from robustlens.errors import ConfigError
@@ -59,7 +65,8 @@ __all__ = ["AUDIT_CHECKS", "AUDIT_COLUMNS", "audit_gradient_masking"]
 
 AUDIT_CHECKS: tuple[str, ...] = (
     "monotonic_in_eps", "unbounded_attack", "iterative_vs_single_step", "more_iterations",
-    "more_restarts", "beats_random_noise", "beats_transfer", "stochastic_without_eot",
+    "more_restarts", "beats_random_noise", "beats_transfer", "beats_black_box",
+    "stochastic_without_eot",
     "fixed_noise", "zero_gradients", "active_test",
 )
 AUDIT_COLUMNS: tuple[str, ...] = ("check", "status", "attack", "norm", "eps", "value",
@@ -114,10 +121,16 @@ class _Auditor:
 
 
 def _is_iterative(attack: Attack) -> bool:
-    return isinstance(attack, PGD) and attack.steps > 1
+    return isinstance(attack, PGD | APGD) and attack.steps > 1
 
 
 def _single_step(attack: Attack) -> Attack:
+    if isinstance(attack, APGD):  # one step of length eps, same loss; APGD-T's sweep untargeted
+        targeted = None if attack.targeted == "top" else attack.targeted
+        loss = "ce" if attack.targeted == "top" else attack.loss
+        return PGD(attack.eps, steps=1, step_size=attack.eps, norm=attack.norm,
+                   random_start=False, seed=attack.seed, targeted=targeted,
+                   eot_samples=attack.eot_samples, loss=loss)
     if attack.norm == "inf" and isinstance(attack, PGD):
         return FGSM(attack.eps, targeted=attack.targeted, eot_samples=attack.eot_samples,
                     loss=attack.loss, seed=attack.seed)
@@ -179,20 +192,23 @@ def _check_iterative(a: _Auditor, tol: float) -> None:
 
 def _check_convergence(a: _Auditor, tol: float) -> None:
     atk = a.attack
-    if not isinstance(atk, PGD):
+    if not isinstance(atk, PGD | APGD):
         a.skip("more_iterations", f"{atk.name} has no iterations to double")
         a.skip("more_restarts", f"{atk.name} has no random restarts")
         return
     base = a.accuracy(atk)
-    longer = dataclasses.replace(atk, steps=2 * atk.steps, step_size=atk.effective_step_size)
+    longer: Attack = dataclasses.replace(atk, steps=2 * atk.steps) if isinstance(atk, APGD) \
+        else dataclasses.replace(atk, steps=2 * atk.steps, step_size=atk.effective_step_size)
     acc = a.accuracy(longer)
     a.add("more_iterations", "flag" if base - acc > tol else "pass", base - acc, tol,
           f"accuracy {base:.3f} with {atk.steps} steps, {acc:.3f} with {2 * atk.steps}",
           "the attack has not converged: report the stronger setting (more steps)", longer)
-    more = dataclasses.replace(atk, restarts=max(5, 2 * atk.restarts), random_start=True)
+    runs = max(5, 2 * atk.restarts)
+    more: Attack = dataclasses.replace(atk, restarts=runs) if isinstance(atk, APGD) else \
+        dataclasses.replace(atk, restarts=runs, random_start=True)
     acc = a.accuracy(more)
     a.add("more_restarts", "flag" if base - acc > tol else "pass", base - acc, tol,
-          f"accuracy {base:.3f} with {atk.restarts} run(s), {acc:.3f} with {more.restarts} "
+          f"accuracy {base:.3f} with {atk.restarts} run(s), {acc:.3f} with {runs} "
           "random restarts",
           "restarts find adversarials a single run misses: report the attack with restarts",
           more)
@@ -228,6 +244,20 @@ def _check_transfer(a: _Auditor, surrogate: nn.Module | None, tol: float) -> Non
                        "model's own gradients mislead: gradient masking")
 
 
+def _check_black_box(a: _Auditor, queries: int, tol: float) -> None:
+    atk = a.attack
+    if isinstance(atk, Square):
+        return a.skip("beats_black_box", "the audited attack is the black-box one")
+    if atk.norm not in ("inf", "2") or not math.isfinite(atk.eps) or atk.eps <= 0:
+        return a.skip("beats_black_box", "Square needs a finite L-inf or L2 eps")
+    eot = int(getattr(atk, "eot_samples", 1)) if a.stochastic else 1
+    square = Square(atk.eps, atk.norm, queries=queries, seed=a.seed, eot_samples=eot)
+    _per_example_check(a, "beats_black_box", square, a.correct(square), tol,
+                       "a black-box attack that never sees a gradient succeeding where the "
+                       "white-box one fails means the gradients mislead (masked, shattered or "
+                       "noisy): report the worst case over both, e.g. AutoAttack")
+
+
 def _check_stochastic(a: _Auditor, tol: float) -> None:
     eot = int(getattr(a.attack, "eot_samples", 1))
     if not a.stochastic:
@@ -243,7 +273,7 @@ def _check_stochastic(a: _Auditor, tol: float) -> None:
         return a.skip("fixed_noise", "the model's noise does not come from the global torch "
                       "RNG, so it cannot be frozen to one sample")
     plain = dataclasses.replace(a.attack, eot_samples=1, warn_stochastic=False) \
-        if isinstance(a.attack, PGD | FGSM | DeepFool) else a.attack
+        if isinstance(a.attack, PGD | FGSM | DeepFool | APGD) else a.attack
     acc_fixed = float(a.correct(plain, craft_model=fixed).float().mean())
     acc = a.accuracy(a.attack)
     a.add("fixed_noise", "flag" if acc_fixed < acc - tol else "pass", acc - acc_fixed, tol,
@@ -258,7 +288,7 @@ def _check_zero_gradients(a: _Auditor, tol: float) -> None:
     bad = []
     for s in range(0, len(a.y), a.batch_size):
         x, y = a.x[s:s + a.batch_size], a.y[s:s + a.batch_size]
-        g, _ = objective_gradient(a.model, x, Objective(y), plan)
+        g, _, _ = criterion_gradient(a.model, x, Criterion(y), plan)
         flat = g.flatten(1)
         bad.append((flat == 0).all(1) | ~torch.isfinite(flat).all(1))
     frac = float(torch.cat(bad).float().mean())
@@ -306,7 +336,7 @@ def _check_active(a: _Auditor, tol: float) -> None:
     random_init = atk.random_start if isinstance(atk, PGD) else False
     gen = torch.Generator(device=x.device).manual_seed(a.seed)
     with eval_mode(a.model):
-        out = gradient_attack(a.model, x, Objective(y), eps=r.view(-1, 1, 1, 1), steps=steps,
+        out = gradient_attack(a.model, x, Criterion(y), eps=r.view(-1, 1, 1, 1), steps=steps,
                               step_size=(rel * r).view(-1, 1, 1, 1), norm=atk.norm,
                               random_init=random_init, generator=gen, check_success=True)
     assert out.success is not None
@@ -323,7 +353,8 @@ def audit_gradient_masking(model: nn.Module, data: ImageDataset, attack: Attack,
                            surrogate: nn.Module | None = None, n_images: int = 200,
                            tolerance: float = 0.03, per_example_tolerance: float = 0.01,
                            checks: Sequence[str] | None = None, batch_size: int = 256,
-                           device: torch.device | str = "cpu", seed: int = 0) -> pd.DataFrame:
+                           device: torch.device | str = "cpu", seed: int = 0,
+                           square_queries: int = 500) -> pd.DataFrame:
     """Audit ``attack`` on ``model`` for the signs of gradient masking.
 
     Args:
@@ -336,11 +367,12 @@ def audit_gradient_masking(model: nn.Module, data: ImageDataset, attack: Attack,
         n_images: size of the subset.
         tolerance: accuracy difference (fraction of images) above which a check flags.
         per_example_tolerance: fraction of images above which per-example checks
-            (noise, transfer, zero gradients) flag.
+            (noise, transfer, black box, zero gradients) flag.
         checks: which checks to run (default all of :data:`AUDIT_CHECKS`).
         batch_size: images per batch.
         device: where to run.
         seed: randomness of the attacks and the subset.
+        square_queries: query budget of the Square attack of ``beats_black_box``.
 
     Returns:
         One row per check: ``check, status ("pass" | "flag" | "skipped"), attack, norm, eps,
@@ -375,6 +407,8 @@ def audit_gradient_masking(model: nn.Module, data: ImageDataset, attack: Attack,
             "more_restarts": lambda: _check_convergence(a, tolerance),
             "beats_random_noise": lambda: _check_noise(a, per_example_tolerance),
             "beats_transfer": lambda: _check_transfer(a, surrogate, per_example_tolerance),
+            "beats_black_box": lambda: _check_black_box(a, square_queries,
+                                                        per_example_tolerance),
             "stochastic_without_eot": lambda: _check_stochastic(a, tolerance),
             "fixed_noise": lambda: None,
             "zero_gradients": lambda: _check_zero_gradients(a, per_example_tolerance),

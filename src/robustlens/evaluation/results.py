@@ -76,10 +76,12 @@ class RobustnessResults:
             class_name, n_images, n_correct, accuracy, expected_accuracy``.
         per_example: one row per attack x eps x example: ``example, label, attack, eps,
             norm, clean_prediction, clean_correct, prediction, correct, success,
-            attack_success, target, linf, l2, minimal_norm, expected_correct``. ``correct``
-            and ``success`` come from a fresh forward pass of the adversarial image;
-            ``attack_success`` is the attack's own verdict; ``target`` is -1 when
-            untargeted; ``minimal_norm`` is ``inf`` where the attack failed.
+            attack_success, target, linf, l2, l1, minimal_norm, expected_correct, found_by``.
+            ``correct`` and ``success`` come from a fresh forward pass of the adversarial
+            image; ``attack_success`` is the attack's own verdict; ``target`` is -1 when
+            untargeted; ``minimal_norm`` is ``inf`` where the attack failed; ``found_by`` is,
+            for an ensemble (AutoAttack), the component attack whose image was kept
+            (``"clean"``: misclassified already, ``""``: none succeeded), else ``""``.
         stochastic: whether the model was detected as stochastic.
     """
 
@@ -150,6 +152,7 @@ def evaluate_robustness(model: nn.Module, data: ImageDataset, attacks: Mapping[s
     if generator is None:
         generator = torch.Generator(device=device).manual_seed(seed)
     columns: dict[str, list[torch.Tensor]] = {"example": []}
+    found_by: list[str] = []
     labels_all: list[tuple[str, float, str]] = []
     seconds: dict[tuple[str, float], float] = {}
     stochastic = False
@@ -192,13 +195,18 @@ def evaluate_robustness(model: nn.Module, data: ImageDataset, attacks: Mapping[s
                     "example": index, "label": y, "clean_prediction": clean_pred,
                     "clean_correct": clean_pred == y, "prediction": pred, "correct": correct,
                     "success": success, "attack_success": result.success, "target": target,
-                    "linf": result.linf, "l2": result.l2, "minimal_norm": result.minimal_norm,
+                    "linf": result.linf, "l2": result.l2,
+                    "l1": result.l1 if result.l1 is not None
+                    else torch.full_like(result.l2, math.nan),
+                    "minimal_norm": result.minimal_norm,
                     "expected_correct": exp, "_clean_expected": clean_exp,
                 })
+                found_by.extend(result.found_by if result.found_by is not None else [""] * b)
             if not todo:  # clean accuracy only
                 add("", 0.0, "", {"example": index, "label": y, "clean_prediction": clean_pred,
                                   "clean_correct": clean_pred == y, "_clean_expected": clean_exp})
-    return _tables(columns, labels_all, seconds, data, stochastic, bool(early_exit), n_passes)
+    return _tables(columns, labels_all, seconds, data, stochastic, bool(early_exit), n_passes,
+                   found_by)
 
 
 def _summarize(df: pd.DataFrame, keys: list[str], correct: str, expected: str) -> pd.DataFrame:
@@ -215,7 +223,7 @@ def _summarize(df: pd.DataFrame, keys: list[str], correct: str, expected: str) -
 
 def _tables(columns: dict[str, list[torch.Tensor]], keys: list[tuple[str, float, str]],
             seconds: dict[tuple[str, float], float], data: ImageDataset, stochastic: bool,
-            early_exit: bool, n_passes: int) -> RobustnessResults:
+            early_exit: bool, n_passes: int, found_by: list[str]) -> RobustnessResults:
     sizes = [len(t) for t in columns["example"]]
     frame = pd.DataFrame({k: torch.cat(v).numpy() for k, v in columns.items()})
     for pos, name in ((2, "attack"), (3, "eps"), (4, "norm")):
@@ -227,6 +235,8 @@ def _tables(columns: dict[str, list[torch.Tensor]], keys: list[tuple[str, float,
     clean = frame.drop_duplicates("example").assign(attack="clean", eps=0.0, norm="")
     per_example = frame[frame["attack"] != ""].drop(columns="_clean_expected") \
         .reset_index(drop=True)
+    if "linf" in per_example:
+        per_example["found_by"] = found_by
     group = ["attack", "eps", "norm"]
     summary = pd.concat([
         _summarize(clean, group, "clean_correct", "_clean_expected"),

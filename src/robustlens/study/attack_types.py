@@ -22,7 +22,19 @@ from typing import Any
 
 from torch import nn
 
-from robustlens.attacks import FGSM, PGD, Attack, Corruption, DeepFool, RandomNoise, Substitute, Transfer
+from robustlens.attacks import (
+    APGD,
+    FGSM,
+    PGD,
+    Attack,
+    AutoAttack,
+    Corruption,
+    DeepFool,
+    RandomNoise,
+    Square,
+    Substitute,
+    Transfer,
+)
 from robustlens.attacks.presets import vonenet_pgd
 from robustlens.errors import ConfigError, suggest
 
@@ -122,3 +134,26 @@ ATTACK_TYPES: dict[str, AttackType] = {
     "corruption": AttackType({"corruption": str, "seed": int}, _build_corruption),
 }
 """Attack type name -> its :class:`AttackType` (the ``type`` key of ``[[attacks]]``)."""
+
+
+def _check_autoattack(opts: dict[str, Any], where: str, model_names: Sequence[str]) -> None:
+    if opts.get("version") == "custom":
+        raise ConfigError(f"{where}: version 'custom' needs attack objects and is Python-only; in a "
+                          "study config use version = 'standard' or 'rand', or leave it out (chosen "
+                          "by the model).")
+
+
+_APGD_OPTIONS: OptionTypes = {"norm": str, "loss": str, "n_targets": int, "steps": int,
+                              "restarts": int, "eot_samples": int, "seed": int}
+ATTACK_TYPES.update({
+    "apgd": AttackType({**_APGD_OPTIONS, "targeted": _TARGETED},
+                       lambda eps, o, _: APGD(eps, **o)),
+    "apgd_t": AttackType(_APGD_OPTIONS,  # APGD-T: the targeted DLR sweep over the top classes
+                         lambda eps, o, _: APGD(eps, **{"loss": "dlr", **o, "targeted": "top"})),
+    "square": AttackType({"norm": str, "queries": int, "seed": int, "p_init": float,
+                          "eot_samples": int},
+                         lambda eps, o, _: Square(eps, **o)),
+    "autoattack": AttackType({"norm": str, "version": str, "seed": int, "steps": int,
+                              "queries": int, "n_targets": int, "eot_samples": int},
+                             lambda eps, o, _: AutoAttack(eps, **o), check=_check_autoattack),
+})

@@ -178,7 +178,8 @@ class PerClassAnalysis(StudyAnalysis):
         merge_keyed(self._counters, other._counters)
 
 
-_EXAMPLE_COLUMNS = ("example", "label", "clean_prediction", "prediction", "linf", "l2")
+_EXAMPLE_COLUMNS = ("example", "label", "clean_prediction", "prediction", "linf", "l2", "l1",
+                    "found_by")
 
 
 @register_analysis
@@ -186,8 +187,10 @@ class PerExampleAnalysis(StudyAnalysis):
     """One row per image x attack x eps, and the per-example worst case over attacks.
 
     Images are numbered in the order the runner feeds them (the study's data order).
-    ``success`` means misclassified; ``linf`` / ``l2`` are the perturbation's norms (for an
-    unbounded DeepFool, the minimal perturbation it found). The worst case groups attacks
+    ``success`` means misclassified; ``linf`` / ``l2`` / ``l1`` are the perturbation's norms
+    (for an unbounded DeepFool, the minimal perturbation it found); ``found_by`` names, for an
+    ensemble (AutoAttack), the stage of the cascade that broke the image (``"clean"``:
+    misclassified already; empty: none, and for other attacks). The worst case groups attacks
     by eps: an image counts as robust at eps only if it survives every attack run there.
     """
 
@@ -204,15 +207,26 @@ class PerExampleAnalysis(StudyAnalysis):
                  options: Any = None, **raw: Any) -> None:
         super().__init__(model_name, model, class_names, options, **raw)
         self._rows: dict[Key, list[torch.Tensor]] = {}
+        self._stages: list[str] = [""]  # found_by names; rows hold their index
+
+    def _stage_code(self, name: str) -> int:
+        if name not in self._stages:
+            self._stages.append(name)
+        return self._stages.index(name)
 
     def update(self, batch: AnalysisBatch) -> None:
         y = batch.clean.labels
         delta = (batch.images - batch.clean.images).detach()
         index = torch.arange(batch.clean.offset, batch.clean.offset + y.shape[0], device=y.device)
+        found = batch.result.found_by if batch.result is not None else None
+        codes = torch.tensor([self._stage_code(f) for f in found] if found is not None
+                             else [0] * y.shape[0], dtype=torch.float64)
         row = torch.stack([index.double(), y.double(), batch.clean.logits.argmax(1).double(),
                            batch.logits.argmax(1).double(),
                            perturbation_norm(delta, "inf").double(),
-                           perturbation_norm(delta, "2").double()], dim=1).cpu()
+                           perturbation_norm(delta, "2").double(),
+                           perturbation_norm(delta, "1").double()], dim=1).cpu()
+        row = torch.cat([row, codes[:, None]], dim=1)
         self._rows.setdefault((batch.attack, batch.eps), []).append(row)
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -229,6 +243,7 @@ class PerExampleAnalysis(StudyAnalysis):
         df = pd.concat(frames, ignore_index=True)
         for col in ("example", "label", "clean_prediction", "prediction"):
             df[col] = df[col].astype(int)
+        df["found_by"] = [self._stages[int(c)] for c in df["found_by"]]
         df["clean_correct"] = df["clean_prediction"] == df["label"]
         df["correct"] = df["prediction"] == df["label"]
         df["success"] = ~df["correct"]
@@ -246,15 +261,24 @@ class PerExampleAnalysis(StudyAnalysis):
         return [(title, _accuracy_vs_eps_figure(acc, "model", title))]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": {condition_str(k): torch.cat(r) for k, r in self._rows.items()}}
+        return {"rows": {condition_str(k): torch.cat(r) for k, r in self._rows.items()},
+                "stages": list(self._stages)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._rows = {condition_key(k): [v] for k, v in state["rows"].items()}
+        self._stages = list(state.get("stages", [""]))
 
     def merge(self, other: StudyAnalysis) -> None:
         assert isinstance(other, PerExampleAnalysis)
+        remap = torch.tensor([float(self._stage_code(n)) for n in other._stages],
+                             dtype=torch.float64)
         for key, rows in other._rows.items():
-            self._rows.setdefault(key, []).extend(rows)
+            moved = []
+            for r in rows:
+                r = r.clone()
+                r[:, -1] = remap[r[:, -1].long()]
+                moved.append(r)
+            self._rows.setdefault(key, []).extend(moved)
 
 
 @dataclass(frozen=True)

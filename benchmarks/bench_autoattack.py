@@ -1,0 +1,204 @@
+"""APGD, APGD-T, Square and the AutoAttack ensemble: robustlens beside torchattacks.
+
+Part 1, the demo's PGD-trained Fashion-MNIST CNN (``robustlens demo``'s ``pgd_trained``
+model, trained once through the study's model cache), ``--n-images`` test images (the first
+ones), L-inf eps 0.1 and L2 eps 1.0. The same settings go to both libraries: APGD 100
+steps, 1 restart (cross-entropy; APGD-T: targeted DLR towards the 9 most likely other
+classes), Square 5,000 queries with p_init 0.8, AutoAttack "standard", seed 0. Printed per
+component and for the ensemble: robust accuracy of each library, the difference (ours minus
+theirs; the target is <= +0.5 points), wall times and their ratio (target: the ensemble no
+slower), and the cascade's stages: images attacked, images broken, seconds per image
+attacked (constant per stage when the cost is proportional to the survivors).
+
+torchattacks' AutoAttack runs APGD-CE, APGD-T, FAB-T and Square; ours runs APGD-CE,
+APGD-T, DeepFool (bounded by eps, in FAB-T's place) and Square.
+
+Part 2, the demo's VOneNet (stochastic), ``--vone-images`` images, L-inf eps 0.05:
+AutoAttack "rand" (APGD-CE and APGD-DLR with 20 EOT samples per step) against PGD-20 with 8
+EOT samples; accuracy from one fresh stochastic pass each (target: rand <= PGD + 1 point).
+
+``--models quick`` replaces the demo's trainings (minutes on a free machine, much longer on
+a busy one) by short ones of the same architectures, cached beside them: fmnist_cnn
+PGD-trained for 1 epoch (PGD-3, eps 0.1) and vone_fmnist_cnn trained for 1 epoch, both on
+the first 12,000 training images. The output says which models ran.
+
+Time on 2 free CPU cores with the defaults (300 images, quick models cached): about 15 min.
+
+Usage: python benchmarks/bench_autoattack.py [--n-images 300] [--vone-images 400]
+       [--models demo|quick] [--skip-vone] [--skip-components] [--batch 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import device_line  # noqa: E402
+from robustlens.attacks import APGD, PGD, AutoAttack, Square  # noqa: E402
+from robustlens.data import load_fashion_mnist  # noqa: E402
+from robustlens.study.config import load_config  # noqa: E402
+from robustlens.study.models import default_cache_dir, obtain_model  # noqa: E402
+
+Runner = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def quick_model(name: str) -> torch.nn.Module:
+    """A short training of the demo model ``name``'s architecture, cached."""
+    from robustlens.study.models import build_seeded
+    from robustlens.training import AdversarialTraining, TrainConfig, train_model
+
+    arch, adv = {"pgd_trained": ("fmnist_cnn", AdversarialTraining(eps=0.1, steps=3)),
+                 "vonenet": ("vone_fmnist_cnn", None)}[name]
+    path = default_cache_dir() / f"bench_{arch}_{name}_quick.pt"
+    model = build_seeded(arch, {}, 0)
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        print(f"model {name} (quick): cache ({path})", flush=True)
+    else:
+        train = load_fashion_mnist("train").subset(torch.arange(12000))
+        train_model(model, train, TrainConfig(epochs=1, adversarial=adv))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), path)
+        print(f"model {name} (quick): trained, 1 epoch on 12,000 images ({path})", flush=True)
+    return model.eval()
+
+
+def get_model(name: str, which: str) -> torch.nn.Module:
+    return demo_model(name) if which == "demo" else quick_model(name)
+
+
+def demo_model(name: str) -> torch.nn.Module:
+    """The demo study's model ``name``, from the cache (trained there on first use)."""
+    path = Path(str(resources.files("robustlens.study").joinpath("demo.toml")))
+    config = load_config(path)
+    mc = next(m for m in config.models if m.name == name)
+    model, info = obtain_model(mc, config.data, cache_dir=default_cache_dir(),
+                               device=torch.device("cpu"))
+    print(f"model {name}: {info.get('source')} ({info.get('path', '')})", flush=True)
+    return model.eval()
+
+
+def evaluate(model: torch.nn.Module, run: Runner, x: torch.Tensor, y: torch.Tensor,
+             batch: int) -> tuple[float, float, torch.Tensor]:
+    """(accuracy, seconds, per-example correctness) of ``run`` over batches."""
+    seconds, correct = 0.0, []
+    for lo in range(0, len(y), batch):
+        xb, yb = x[lo:lo + batch], y[lo:lo + batch]
+        t = time.perf_counter()
+        adv = run(xb, yb)
+        seconds += time.perf_counter() - t
+        with torch.inference_mode():
+            correct.append(model(adv.float()).argmax(1) == yb)
+    c = torch.cat(correct)
+    return float(c.float().mean()), seconds, c
+
+
+def ours(model: torch.nn.Module, attack: object) -> Runner:
+    gen = torch.Generator().manual_seed(0)
+    return lambda x, y: attack.run(model, x, y, generator=gen,  # type: ignore[attr-defined]
+                                   early_stop=True).adversarial
+
+
+def theirs(model: torch.nn.Module, norm: str, eps: float, components: bool
+           ) -> dict[str, Runner]:
+    import torchattacks as ta
+
+    n = "Linf" if norm == "inf" else "L2"
+    made: dict[str, object] = {
+        "autoattack": ta.AutoAttack(model, norm=n, eps=eps, version="standard", n_classes=10,
+                                    seed=0)}
+    if components:
+        made = {
+            "apgd_ce": ta.APGD(model, norm=n, eps=eps, steps=100, n_restarts=1, loss="ce",
+                               seed=0),
+            "apgd_t": ta.APGDT(model, norm=n, eps=eps, steps=100, n_restarts=1, n_classes=10,
+                               seed=0),
+            "square": ta.Square(model, norm=n, eps=eps, n_queries=5000, n_restarts=1,
+                                p_init=0.8, seed=0),
+            **made,
+        }
+    return {k: (lambda x, y, a=a: a(x, y)) for k, a in made.items()}  # type: ignore[misc]
+
+
+def part_one(args: argparse.Namespace) -> None:
+    model = get_model("pgd_trained", args.models)
+    data = load_fashion_mnist("test").subset(torch.arange(args.n_images))
+    x, y = data.images, data.labels
+    with torch.inference_mode():
+        clean = float((model(x).argmax(1) == y).float().mean())
+    print(f"\nPGD-trained fmnist_cnn ({args.models}), {len(y)} test images, clean accuracy {clean:.3f}")
+    for norm, eps in (("inf", 0.1), ("2", 1.0)):
+        mine: dict[str, object] = {"autoattack": AutoAttack(eps, norm, version="standard")}
+        if not args.skip_components:
+            mine = {"apgd_ce": APGD(eps, norm, "ce", steps=100),
+                    "apgd_t": APGD(eps, norm, "dlr", targeted="top", n_targets=9, steps=100),
+                    "square": Square(eps, norm, queries=5000), **mine}
+        peers = theirs(model, norm, eps, not args.skip_components)
+        label = "L-inf" if norm == "inf" else "L2"
+        print(f"\n{label} eps {eps:g}")
+        print(f"{'attack':<12}{'ours':>8}{'torchattacks':>14}{'diff (pts)':>12}"
+              f"{'ours s':>9}{'theirs s':>10}{'ratio':>8}")
+        for key, attack in mine.items():
+            acc, sec, _ = evaluate(model, ours(model, attack), x, y, args.batch)
+            acc_t, sec_t, _ = evaluate(model, peers[key], x, y, args.batch)
+            print(f"{key:<12}{acc:>8.3f}{acc_t:>14.3f}{100 * (acc - acc_t):>+12.1f}"
+                  f"{sec:>9.1f}{sec_t:>10.1f}{sec / sec_t:>8.2f}", flush=True)
+        aa = mine["autoattack"]
+        assert isinstance(aa, AutoAttack)
+        _, res = aa.run_cascade(model, x, y, generator=torch.Generator().manual_seed(0),
+                                early_stop=True)
+        print("cascade (one batch of all images): stage, accuracy after, attacked, broken, "
+              "seconds, ms per image attacked")
+        for name, acc, n_in, n_out, sec in zip(res.stages, res.accuracy, res.attacked,
+                                               res.broken, res.seconds, strict=True):
+            per = 1000 * sec / max(n_in, 1)
+            print(f"  {name:<14}{acc:>7.3f}{n_in:>7d}{n_out:>7d}{sec:>8.1f}{per:>9.2f}",
+                  flush=True)
+
+
+def part_two(args: argparse.Namespace) -> None:
+    model = get_model("vonenet", args.models)
+    data = load_fashion_mnist("test").subset(torch.arange(args.vone_images))
+    x, y = data.images, data.labels
+    eps = 0.05
+    print(f"\nVOneNet (stochastic), {len(y)} test images, L-inf eps {eps:g}; accuracy from one "
+          "fresh stochastic pass")
+    torch.manual_seed(0)
+    rand = AutoAttack(eps, "inf")  # version None -> "rand" for a stochastic model
+    pgd = PGD(eps, steps=20, eot_samples=8)
+    acc_r, sec_r, _ = evaluate(model, ours(model, rand), x, y, args.batch)
+    acc_p, sec_p, _ = evaluate(model, ours(model, pgd), x, y, args.batch)
+    print(f"autoattack rand {acc_r:.3f} ({sec_r:.0f} s), PGD-20 EOT-8 {acc_p:.3f} "
+          f"({sec_p:.0f} s): rand minus PGD {100 * (acc_r - acc_p):+.1f} points")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-images", type=int, default=300)
+    parser.add_argument("--models", default="demo", choices=["demo", "quick"])
+    parser.add_argument("--vone-images", type=int, default=400)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--skip-vone", action="store_true")
+    parser.add_argument("--skip-components", action="store_true",
+                        help="only the ensembles (the components cost as much again)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(device_line())
+    import torchattacks
+
+    print(f"torchattacks {torchattacks.__version__}")
+    part_one(args)
+    if not args.skip_vone:
+        part_two(args)
+
+
+if __name__ == "__main__":
+    main()

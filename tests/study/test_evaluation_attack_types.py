@@ -1,0 +1,59 @@
+"""The study config's APGD, APGD-T, Square and AutoAttack types; the cascade in the tables."""
+
+from typing import Any
+
+import pytest
+import torch
+
+from robustlens.attacks import APGD, AutoAttack, Square
+from robustlens.errors import ConfigError
+from robustlens.study import parse_config
+from robustlens.study.runner import run_study
+
+BASE: dict[str, Any] = {
+    "study": {"name": "aa", "batch_size": 20},
+    "data": {"dataset": "digits", "n_per_class": 2},
+    "models": [{"name": "a", "architecture": "digits_cnn", "random": True}],
+}
+
+
+def _attacks(*tables: dict[str, Any]) -> dict[str, Any]:
+    return {**BASE, "attacks": list(tables)}
+
+
+def test_types_build_their_attacks():
+    config = parse_config(_attacks(
+        {"type": "apgd", "eps": [0.1], "loss": "dlr", "steps": 5},
+        {"type": "apgd_t", "eps": [0.5], "norm": "2", "n_targets": 3, "steps": 5},
+        {"type": "square", "eps": [0.1], "queries": 50},
+        {"type": "autoattack", "eps": [0.1], "version": "standard", "steps": 5},
+    ))
+    built = [a.build(a.eps[0]) for a in config.attacks]
+    assert isinstance(built[0], APGD) and built[0].name == "apgd_dlr"
+    assert isinstance(built[1], APGD) and built[1].name == "apgd_t_l2"
+    assert isinstance(built[2], Square) and built[2].queries == 50
+    assert isinstance(built[3], AutoAttack) and built[3].steps == 5
+
+
+@pytest.mark.parametrize("table", [
+    {"type": "square", "eps": [0.1], "queries": 0},
+    {"type": "autoattack", "eps": [0.1], "version": "fast"},
+    {"type": "autoattack", "eps": [0.1], "version": "custom"},
+    {"type": "apgd", "eps": [0.1], "loss": "hinge"},
+])
+def test_bad_settings_are_config_errors(table):
+    with pytest.raises(ConfigError):
+        parse_config(_attacks(table))
+
+
+def test_the_per_example_table_says_which_stage_broke_each_image(tmp_path):
+    raw = _attacks({"name": "aa", "type": "autoattack", "eps": [0.3], "version": "standard",
+                    "steps": 3, "queries": 20, "n_targets": 2})
+    raw["analyses"] = {"per_example": {}}
+    torch.manual_seed(0)
+    results = run_study(parse_config(raw), tmp_path)
+    table = results.tables["per_example"]
+    assert {"found_by", "l1"} <= set(table.columns)
+    broken = table[~table["correct"]]
+    assert broken["found_by"].isin(["clean", "apgd_ce", "apgd_t", "deepfool", "square"]).all()
+    assert (table[table["correct"]]["found_by"] == "").all()
