@@ -68,6 +68,7 @@ def read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as f:
             data = f.read()
     except EOFError:
+        check_idx_file(path)  # says how far the file decompresses, against what its header announces
         raise DataError(f"{path} is truncated (an incomplete download?): the compressed stream ends "
                         f"before its end marker. {_fix_hint(path)}") from None
     except gzip.BadGzipFile as err:
@@ -129,17 +130,18 @@ def check_idx_file(path: Path) -> tuple[int, ...]:
 def _check_gzip_length(path: Path, dims: tuple[int, ...], expected: int) -> None:
     """Decompress ``path`` in chunks and report how it ends (only called when its trailer disagrees)."""
     total = 0
+    stream = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing; counts what really decompresses
     try:
-        with gzip.open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                total += len(chunk)
-    except EOFError:
-        raise DataError(f"{path} is truncated (an incomplete download?): it ends after {total} of the "
-                        f"{expected} decompressed bytes its header announces for shape {dims}. "
-                        + _fix_hint(path)) from None
+        with path.open("rb") as raw:
+            while not stream.eof and (chunk := raw.read(1 << 20)):
+                total += len(stream.decompress(chunk))
     except (OSError, zlib.error) as err:
         raise DataError(f"{path} is corrupt: decompression fails after {total} of the {expected} bytes its "
                         f"header announces for shape {dims} ({err}). {_fix_hint(path)}") from None
+    if not stream.eof:
+        raise DataError(f"{path} is truncated (an incomplete download?): it ends after {total} of the "
+                        f"{expected} decompressed bytes its header announces for shape {dims}. "
+                        + _fix_hint(path))
     if total != expected:
         raise DataError(f"{path} is corrupt: it decompresses to {total} bytes, but its header announces shape "
                         f"{dims} ({expected} bytes). {_fix_hint(path)}")

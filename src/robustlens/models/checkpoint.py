@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from robustlens.errors import CheckpointError
+from robustlens.errors import CheckpointError, suggest
 from robustlens.models._registry import create_model, list_models, upgrade_state_dict
 from robustlens.models._weights import check_safetensors_header
 
@@ -126,7 +126,11 @@ def check_checkpoint(path: str | Path) -> dict[str, Any]:
         CheckpointError: a missing, unreadable, truncated or corrupt file.
     """
     record = read_metadata(path)
-    weights, _ = checkpoint_paths(path)
+    weights, meta = checkpoint_paths(path)
+    if record["architecture"] not in list_models():
+        raise CheckpointError(f"checkpoint metadata {meta} names architecture {record['architecture']!r}, which "
+                              f"is not registered.{suggest(record['architecture'], list_models())} Fix the "
+                              "'architecture' entry, or import the module that registers it.")
     check_safetensors_header(weights, advice=_RESTORE)
     return record
 
@@ -160,13 +164,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         ``(model, metadata)``; the model is in eval mode.
     """
     record = read_metadata(path)
-    weights, _ = checkpoint_paths(path)
+    weights, meta = checkpoint_paths(path)
     try:
         model = create_model(record["architecture"], **record.get("options", {}))
     except CheckpointError:
         raise
     except Exception as err:  # an unknown architecture or option
-        raise CheckpointError(f"cannot rebuild the architecture of {weights}: {err}") from None
+        raise CheckpointError(f"cannot rebuild the model of checkpoint {weights} from its metadata {meta.name}: "
+                              f"{err} Fix {meta.name}, or train the model again.") from None
     try:
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as err:
