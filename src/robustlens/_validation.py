@@ -145,12 +145,9 @@ def _model_name(model: nn.Module) -> str:
 
 
 def _weights_dtype_device(model: nn.Module) -> tuple[torch.dtype | None, torch.device | None]:
-    for t in model.parameters():
-        if t.is_floating_point():
-            return t.dtype, t.device
-    for t in model.buffers():
-        if t.is_floating_point():
-            return t.dtype, t.device
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point():
+            return tensor.dtype, tensor.device
     return None, None
 
 
