@@ -104,8 +104,8 @@ def check_output_file(path: str | Path, *, what: str = "output file",
         raise OutputError(f"{what} {target} is a folder; give a file path inside it (e.g. "
                           f"{target / ('out' + (suffixes[0] if suffixes else ''))}).")
     if suffixes is not None and target.suffix.lower() not in suffixes:
-        got = repr(target.suffix) if target.suffix else "no extension"
-        raise OutputError(f"{what} {target}: the extension decides the format and {got} is not supported; "
+        got = f"{target.suffix!r} is not supported" if target.suffix else "it has none"
+        raise OutputError(f"{what} {target}: the file extension decides the format and {got}; "
                           f"use one of {', '.join(suffixes)}.")
     folder = _existing_ancestor(target.parent, what)
     _try_write(folder, target, what)

@@ -211,6 +211,9 @@ def _train_out(out: Path) -> Path:
     """Check ``train --out`` (a checkpoint path) before any training; the path with no suffix."""
     from robustlens.models.checkpoint import checkpoint_paths
 
+    if str(out) in ("", "."):
+        raise OutputError("--out is empty; give a checkpoint path such as --out models/digits "
+                          "(writes digits.safetensors and digits.json).")
     if out.is_dir():
         raise OutputError(f"--out {out} is a folder; give a checkpoint path inside it, e.g. "
                           f"--out {out / 'model'} (writes model.safetensors and model.json).")

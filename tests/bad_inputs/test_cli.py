@@ -76,11 +76,11 @@ def test_train_refuses_before_training(cli_error: CliError, tmp_path: Path, flag
     assert not (tmp_path / "ck").exists()  # nothing half-written
 
 
-@pytest.mark.parametrize("where", ["under_file", "folder", "pth", "unwritable", "json_is_folder"])
+@pytest.mark.parametrize("where", ["under_file", "folder", "pth", "unwritable", "json_is_folder", "empty"])
 def test_train_out_checked_before_training(cli_error: CliError, tmp_path: Path, a_file: Path,
                                            where: str) -> None:
     out = {"under_file": a_file / "model", "folder": tmp_path, "pth": tmp_path / "model.pth",
-           "unwritable": Path(UNWRITABLE) / "model", "json_is_folder": tmp_path / "m"}[where]
+           "unwritable": Path(UNWRITABLE) / "model", "json_is_folder": tmp_path / "m", "empty": ""}[where]
     if where == "json_is_folder":
         (tmp_path / "m.json").mkdir()
     err = cli_error([*TRAIN, "--out", str(out)])
@@ -120,6 +120,7 @@ VIS = ["visualize"]
     (["dream", "--model", "digits_cnn", "features.3", "--steps", "0"], "--steps"),
     (["examples", "--model", "digits_cnn", "features.3#1", "-k", "0"], "-k"),
     (["examples", "--model", "digits_cnn", "nowhere#1"], "nowhere"),
+    (["examples", "--model", "digits_cnn", "features.3#1", "-k", "100000"], "-k"),
     (["weights", "--model", "digits_cn"], "Did you mean"),
     (["weights", "--model", "digits_cnn", "--device", "tpu"], "--device"),
     (["weights", "--model", "digits_cnn", "--seed", "x"], "--seed"),

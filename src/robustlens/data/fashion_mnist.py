@@ -64,19 +64,22 @@ def read_idx(path: Path) -> np.ndarray:
             holds a different number of bytes than its header says.
     """
     opener = gzip.open if path.suffix == ".gz" else open
+    cut = False
     try:
         with opener(path, "rb") as f:
             data = f.read()
     except EOFError:
-        check_idx_file(path)  # says how far the file decompresses, against what its header announces
-        raise DataError(f"{path} is truncated (an incomplete download?): the compressed stream ends "
-                        f"before its end marker. {_fix_hint(path)}") from None
+        cut = True
     except gzip.BadGzipFile as err:
-        raise DataError(f"{path} is not a gzip file ({err}), although its name ends in .gz. "
-                        f"{_fix_hint(path)}") from None
+        raise DataError(f"{path} is truncated or corrupt: it is not gzip data ({err}), although its name ends "
+                        f"in .gz. {_fix_hint(path)}") from None
     except (OSError, zlib.error) as err:
         raise DataError(f"cannot read IDX file {path}: it is unreadable or corrupt "
                         f"({type(err).__name__}: {err}). {_fix_hint(path)}") from None
+    if cut:  # outside the handler, so no gzip exception is chained beneath the message
+        check_idx_file(path)  # says how far the file decompresses, against what its header announces
+        raise DataError(f"{path} is truncated (an incomplete download?): the compressed stream ends "
+                        f"before its end marker. {_fix_hint(path)}")
     dtype, dims, offset = _parse_idx_header(data[:4 + 4 * 255], path)
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(data) - offset != expected:
@@ -143,7 +146,8 @@ def _check_gzip_length(path: Path, dims: tuple[int, ...], expected: int) -> None
                         f"{expected} decompressed bytes its header announces for shape {dims}. "
                         + _fix_hint(path))
     if total != expected:
-        raise DataError(f"{path} is corrupt: it decompresses to {total} bytes, but its header announces shape "
+        raise DataError(f"{path} is truncated or corrupt: it decompresses to {total} bytes, but its header "
+                        f"announces shape "
                         f"{dims} ({expected} bytes). {_fix_hint(path)}")
 
 

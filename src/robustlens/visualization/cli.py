@@ -195,6 +195,9 @@ def run(args: argparse.Namespace) -> int:
             raise RobustlensError(f"dataset examples need a dataset; {args.model} is an "
                                   f"{info.dataset} model and no {info.dataset} data is embedded.")
         data = to_memory(load_dataset(info.dataset, "test", args.data_root))
+        if args.k > len(data):
+            raise ConfigError(f"visualize examples -k {args.k} asks for more examples than the {len(data)} "
+                              f"test images of {info.dataset}; use -k {min(9, len(data))} (at most {len(data)}).")
         reducer = vis.DatasetExamples(model, args.unit, k=args.k)
         for chunk in data.images.split(500):
             reducer.update(chunk.to(device))
