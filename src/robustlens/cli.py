@@ -8,20 +8,65 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from robustlens.errors import RobustlensError
+import torch
+
+from robustlens._io import check_output_dir, check_output_file
+from robustlens.errors import ConfigError, OutputError, RobustlensError
 from robustlens.visualization import cli as _visualize
 
 __all__ = ["main"]
 
 EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: what was wrong and where to read the options."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"robustlens: error: {self.prog}: {message} "
+                                   f"(see `{self.prog} --help`)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count where 0 would mean nothing to do)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1; received {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; received {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; received {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0; received {text!r}") from None
+    if not (0 < value < math.inf):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0; received {text}")
+    return value
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -41,7 +86,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="robustlens", description="Study the adversarial "
+    parser = _Parser(prog="robustlens", description="Study the adversarial "
                                      "robustness of CNNs: train, attack, look inside, report.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,13 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--arch", default="fmnist_cnn", help="registered architecture")
     train.add_argument("--dataset", default="fashion_mnist")
     train.add_argument("--data-root")
-    train.add_argument("--epochs", type=int, default=4)
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--lr", type=float, default=2e-3)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--epochs", type=positive_int, default=4)
+    train.add_argument("--batch-size", type=positive_int, default=128)
+    train.add_argument("--lr", type=positive_float, default=2e-3)
+    train.add_argument("--seed", type=nonnegative_int, default=0)
     train.add_argument("--adversarial-eps", type=float, help="PGD adversarial training at this "
-                       "L-inf eps (pixel units)")
-    train.add_argument("--adversarial-steps", type=int, default=5)
+                       "eps (pixel units, pixels in [0, 1]: L-inf <= 1, e.g. 0.1; L2 <= sqrt(C*H*W))")
+    train.add_argument("--adversarial-norm", choices=["inf", "2"], default="inf",
+                       help="threat model of the adversarial training (default: inf)")
+    train.add_argument("--adversarial-steps", type=positive_int, default=5)
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     train.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors + .json)")
     train.add_argument("--quiet", action="store_true")
@@ -116,6 +163,7 @@ def _run_study(config_text: str, config_path: Path | None, args: argparse.Namesp
 
         config = replace(config, models=tuple(replace(m, allow_pickle=True) for m in config.models))
     out = args.out or Path("runs") / (config.name + ("-smoke" if args.smoke else ""))
+    check_output_dir(out, what="--out" if args.out else "run directory")
     result = run_study(config, out, cache_dir=args.cache_dir, progress=not args.quiet,
                        config_text=config_text, device=args.device, fresh=args.fresh)
     if not result.tables:  # a torchrun worker other than rank 0: rank 0 reports
@@ -135,8 +183,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_study(args: argparse.Namespace) -> int:
     path: Path = args.config
+    if path.is_dir():
+        raise ConfigError(f"study config {path} is a folder; give the path of a .toml file (e.g. "
+                          f"{path / 'study.toml'}), or `robustlens demo --print-config` for an example.")
     if not path.is_file():
-        raise RobustlensError(f"study config not found: {path}.")
+        raise ConfigError(f"study config not found: {path}. Check the path; `robustlens demo "
+                          "--print-config > study.toml` writes an example to start from.")
     try:
         text = path.read_text()
     except UnicodeDecodeError:
@@ -155,26 +207,63 @@ def _cmd_study(args: argparse.Namespace) -> int:
         raise type(err)(f"{path}: {err}") from None
 
 
+def _train_out(out: Path) -> Path:
+    """Check ``train --out`` (a checkpoint path) before any training; the path with no suffix."""
+    from robustlens.models.checkpoint import checkpoint_paths
+
+    if str(out) in ("", "."):
+        raise OutputError("--out is empty; give a checkpoint path such as --out models/digits "
+                          "(writes digits.safetensors and digits.json).")
+    if out.is_dir():
+        raise OutputError(f"--out {out} is a folder; give a checkpoint path inside it, e.g. "
+                          f"--out {out / 'model'} (writes model.safetensors and model.json).")
+    if out.suffix not in ("", ".safetensors", ".json") and out.suffix in (".pth", ".pt", ".tar", ".ckpt"):
+        raise OutputError(f"--out {out}: robustlens checkpoints are .safetensors files (plus a .json "
+                          f"beside them), not {out.suffix}; give --out {out.with_suffix('')}.")
+    for path in checkpoint_paths(out):
+        check_output_file(path, what="--out")
+    return out
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from robustlens.data import load_dataset, to_memory
-    from robustlens.models import save_checkpoint
+    from robustlens.data import DATASETS, load_dataset, to_memory
+    from robustlens.errors import suggest
+    from robustlens.models import model_info, save_checkpoint
     from robustlens.study.models import build_seeded
     from robustlens.study.runner import resolve_device
-    from robustlens.training import AdversarialTraining, TrainConfig, evaluate_accuracy, train_model
+    from robustlens.training import (
+        AdversarialTraining,
+        TrainConfig,
+        check_training_data,
+        evaluate_accuracy,
+        train_model,
+    )
 
-    device = resolve_device(args.device)
-    adv = (AdversarialTraining(eps=args.adversarial_eps, steps=args.adversarial_steps)
-           if args.adversarial_eps else None)
+    # everything that can be checked is checked before the data is read and the model trained
+    model_info(args.arch)
+    if args.dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {args.dataset!r}.{suggest(args.dataset, DATASETS)} "
+                          f"Known: {', '.join(DATASETS)}.")
+    if args.adversarial_eps is not None and args.adversarial_eps == 0:
+        raise ConfigError("--adversarial-eps 0 is standard training; leave the flag out for standard "
+                          "training, or give a radius > 0 (e.g. 0.1).")
+    adv = (AdversarialTraining(eps=args.adversarial_eps, steps=args.adversarial_steps,
+                               norm=args.adversarial_norm)
+           if args.adversarial_eps is not None else None)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          adversarial=adv)
+    out = _train_out(args.out)
+    device = resolve_device(args.device)
     train_set = to_memory(load_dataset(args.dataset, "train", args.data_root))
     test_set = to_memory(load_dataset(args.dataset, "test", args.data_root))
-    model = build_seeded(args.arch, {}, args.seed)
+    model = build_seeded(args.arch, {}, args.seed).to(device)
+    check_training_data(model, train_set, adv)
+    check_training_data(model, test_set)
     result = train_model(model, train_set, config, device=device, progress=not args.quiet)
     accuracy = evaluate_accuracy(model.eval(), test_set, device=device)
     from dataclasses import asdict
 
-    path = save_checkpoint(model, args.out, args.arch, {}, dataset=args.dataset,
+    path = save_checkpoint(model, out, args.arch, {}, dataset=args.dataset,
                            training=asdict(config), seed=args.seed, clean_test_accuracy=accuracy,
                            train_seconds=result.seconds, history=result.history)
     print(f"clean test accuracy {accuracy:.4f}; trained in {result.seconds:.0f} s; saved {path}")
@@ -209,9 +298,17 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     print(f"robustlens: warning: {message}", file=sys.stderr)
 
 
+def _one_line(text: str) -> str:
+    """A message on one line (a user error is one line on stderr)."""
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``robustlens`` command; returns the exit status."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as stop:  # --help, --version, or a usage error (already printed)
+        return stop.code if isinstance(stop.code, int) else EXIT_USER_ERROR
     logging.basicConfig(level=os.environ.get("ROBUSTLENS_LOG", "WARNING").upper(),
                         format="%(levelname)s %(name)s: %(message)s")
     warnings.showwarning = _show_warning
@@ -221,7 +318,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except RobustlensError as err:
-        print(f"robustlens: error: {err}", file=sys.stderr)
+        print(f"robustlens: error: {_one_line(str(err))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as err:  # a file the user named, or the disk: one line, not a traceback
+        where = f" {err.filename}" if err.filename else ""
+        print(f"robustlens: error: cannot read or write{where}: {err.strerror or err}. Check the path, "
+              "its permissions and the free disk space; results written so far are kept.", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (MemoryError, torch.OutOfMemoryError):
+        print("robustlens: error: out of memory; lower the batch size (or the number of images) and run "
+              "again; results written so far are kept.", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("robustlens: interrupted; results written so far are kept.", file=sys.stderr)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "RobustlensError", "suggest"]
+__all__ = ["CheckpointError", "ConfigError", "DataError", "OutputError", "RobustlensError", "suggest"]
 
 
 class RobustlensError(Exception):
@@ -27,6 +27,10 @@ class DataError(RobustlensError):
 
 class CheckpointError(RobustlensError):
     """A missing, corrupt or mismatching checkpoint."""
+
+
+class OutputError(RobustlensError):
+    """An output path that cannot be written (a file in the way, no permission, a bad extension)."""
 
 
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:

@@ -10,6 +10,12 @@ only from the ``generator`` passed to the call, or from one seeded with the atta
 
 :meth:`Attack.run` returns an :class:`AttackResult` with the per-example success and
 perturbation norms; calling the attack returns just the images.
+
+Inputs are checked before any work (see :func:`robustlens._validation.check_model_input`):
+images float (B, C, H, W) in [0, 1] with the model's dtype and device, labels (B,) class
+indices within the model's classes, an image size the model runs on, and ``eps`` within its
+threat model for that image size (L2 at most ``sqrt(C*H*W)``, L1 at most ``C*H*W``). An empty
+batch (B = 0) is a no-op: the result holds 0 images and the model is not run.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robustlens._validation import check_images, check_labels
+from robustlens._validation import check_images, check_labels, check_model_input
 from robustlens.attacks._threat import NORMS, Norm, perturbation_norm
 from robustlens.errors import ConfigError
 
@@ -165,8 +171,8 @@ class Attack:
         Returns:
             Adversarial images (B, C, H, W) in [0, 1], detached.
         """
-        check_images(images)
-        check_labels(labels, images.shape[0])
+        if self._check_inputs(model, images, labels):
+            return images.detach().clone()
         return self._run(model, images, labels.to(images.device), generator=generator,
                          targets=targets, early_stop=False, scored=False).adversarial
 
@@ -180,13 +186,29 @@ class Attack:
                 the batch between steps and restarts (what a robust-accuracy evaluation
                 wants; adversarial training wants full-strength images instead).
         """
-        check_images(images)
-        check_labels(labels, images.shape[0])
+        if self._check_inputs(model, images, labels):
+            empty = images.new_zeros(0)
+            return AttackResult(images.detach().clone(), torch.zeros(0, dtype=torch.bool, device=images.device),
+                                None, empty, empty.clone(), empty.clone())
         out = self._run(model, images, labels.to(images.device), generator=generator,
                         targets=targets, early_stop=early_stop, scored=True)
         assert out.success is not None
         return AttackResult.build(images, out.adversarial, out.success, out.targets, self.norm,
                                   out.found_norm, out.found_by)
+
+    def _check_inputs(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> bool:
+        """Check the call's inputs (module docstring); return whether the batch is empty."""
+        check_images(images)
+        check_labels(labels, images.shape[0])
+        eps = getattr(self, "eps", math.inf)
+        norm = str(getattr(self, "norm", "inf"))
+        if isinstance(eps, int | float) and norm in ("inf", "2", "1"):
+            check_eps(eps, allow_inf=True, norm=norm, n_features=math.prod(images.shape[1:]))
+        check_model_input(model, images, labels)
+        surrogate = getattr(self, "surrogate", None)  # a transfer attack crafts on another model
+        if isinstance(surrogate, nn.Module):
+            check_model_input(surrogate, images, labels, name="images (for the surrogate model)")
+        return images.shape[0] == 0
 
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
              generator: torch.Generator | None, targets: torch.Tensor | None,

@@ -64,12 +64,22 @@ def read_idx(path: Path) -> np.ndarray:
             holds a different number of bytes than its header says.
     """
     opener = gzip.open if path.suffix == ".gz" else open
+    cut = False
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"cannot read IDX file {path}: it is truncated or corrupt "
+    except EOFError:
+        cut = True
+    except gzip.BadGzipFile as err:
+        raise DataError(f"{path} is truncated or corrupt: it is not gzip data ({err}), although its name ends "
+                        f"in .gz. {_fix_hint(path)}") from None
+    except (OSError, zlib.error) as err:
+        raise DataError(f"cannot read IDX file {path}: it is unreadable or corrupt "
                         f"({type(err).__name__}: {err}). {_fix_hint(path)}") from None
+    if cut:  # outside the handler, so no gzip exception is chained beneath the message
+        check_idx_file(path)  # says how far the file decompresses, against what its header announces
+        raise DataError(f"{path} is truncated (an incomplete download?): the compressed stream ends "
+                        f"before its end marker. {_fix_hint(path)}")
     dtype, dims, offset = _parse_idx_header(data[:4 + 4 * 255], path)
     expected = int(np.prod(dims)) * dtype.itemsize
     if len(data) - offset != expected:
@@ -111,10 +121,34 @@ def check_idx_file(path: Path) -> tuple[int, ...]:
     dtype, dims, offset = _parse_idx_header(head, path)
     expected = offset + int(np.prod(dims)) * dtype.itemsize
     if actual != (expected % 2**32 if gz else expected):
-        raise DataError(f"{path} is truncated or corrupt: its header announces shape {dims} "
-                        f"({expected} bytes), but the file holds {actual} bytes"
-                        f"{' once decompressed' if gz else ''}. {_fix_hint(path)}")
+        if gz:  # the trailer of a cut file is arbitrary bytes: measure what really decompresses
+            _check_gzip_length(path, dims, expected)
+        else:
+            raise DataError(f"{path} is {'truncated' if actual < expected else 'corrupt'}: its header announces "
+                            f"shape {dims} ({expected} bytes), but the file holds {actual} bytes. "
+                            + _fix_hint(path))
     return dims
+
+
+def _check_gzip_length(path: Path, dims: tuple[int, ...], expected: int) -> None:
+    """Decompress ``path`` in chunks and report how it ends (only called when its trailer disagrees)."""
+    total = 0
+    stream = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing; counts what really decompresses
+    try:
+        with path.open("rb") as raw:
+            while not stream.eof and (chunk := raw.read(1 << 20)):
+                total += len(stream.decompress(chunk))
+    except (OSError, zlib.error) as err:
+        raise DataError(f"{path} is corrupt: decompression fails after {total} of the {expected} bytes its "
+                        f"header announces for shape {dims} ({err}). {_fix_hint(path)}") from None
+    if not stream.eof:
+        raise DataError(f"{path} is truncated (an incomplete download?): it ends after {total} of the "
+                        f"{expected} decompressed bytes its header announces for shape {dims}. "
+                        + _fix_hint(path))
+    if total != expected:
+        raise DataError(f"{path} is truncated or corrupt: it decompresses to {total} bytes, but its header "
+                        f"announces shape "
+                        f"{dims} ({expected} bytes). {_fix_hint(path)}")
 
 
 def _candidates(root: Path) -> list[Path]:
@@ -128,34 +162,67 @@ def _locate(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def find_fashion_mnist(root: str | Path | None = None) -> Path:
-    """The folder holding the Fashion-MNIST files (see the module docstring for the search)."""
-    roots: list[Path] = []
+def _roots(root: str | Path | None) -> list[Path]:
     if root is not None:
-        roots.append(Path(root))
-    elif os.environ.get("ROBUSTLENS_DATA"):
-        roots.append(Path(os.environ["ROBUSTLENS_DATA"]))
-    else:
-        roots.append(DEBIAN_ROOT)
+        return [Path(root)]
+    if os.environ.get("ROBUSTLENS_DATA"):
+        return [Path(os.environ["ROBUSTLENS_DATA"])]
+    return [DEBIAN_ROOT]
+
+
+def _find(root: str | Path | None, stems: tuple[str, ...]) -> Path:
+    """The first candidate folder holding every file of ``stems``; an error naming what is missing."""
+    roots = _roots(root)
+    best: tuple[int, Path] | None = None
     for r in roots:
         for folder in _candidates(r):
-            if all(_locate(folder, s) for pair in _FILES.values() for s in pair):
+            found = sum(_locate(folder, stem) is not None for stem in stems)
+            if found == len(stems):
                 return folder
+            if found and (best is None or found > best[0]):
+                best = (found, folder)
     where = ", ".join(str(r) for r in roots)
-    raise DataError(f"Fashion-MNIST not found in {where}. {_HOW_TO_GET}")
+    if best is not None:  # some of the files are there: name the missing ones
+        missing = [stem + ".gz" for stem in stems if _locate(best[1], stem) is None]
+        raise DataError(f"Fashion-MNIST in {best[1]} lacks {', '.join(missing)} (looked for the .gz and the "
+                        f"uncompressed name). Copy the missing file(s) there; the four files are "
+                        f"{', '.join(s + '.gz' for pair in _FILES.values() for s in pair)}. {_HOW_TO_GET}")
+    if len(roots) == 1 and not roots[0].exists():
+        raise DataError(f"Fashion-MNIST not found: the folder {roots[0]} does not exist. {_HOW_TO_GET}")
+    raise DataError(f"Fashion-MNIST not found in {where}: no {', '.join(s + '.gz' for s in stems)} there "
+                    f"(nor in its fashion-mnist/ or FashionMNIST/raw/ subfolders). {_HOW_TO_GET}")
+
+
+def find_fashion_mnist(root: str | Path | None = None) -> Path:
+    """The folder holding all four Fashion-MNIST files (see the module docstring for the search).
+
+    Args:
+        root: folder to look in instead of ``ROBUSTLENS_DATA`` / Debian's location.
+
+    Raises:
+        DataError: no folder holds them; the message names the missing files.
+    """
+    return _find(root, tuple(s for pair in _FILES.values() for s in pair))
 
 
 def fashion_mnist_files(split: str = "test", root: str | Path | None = None) -> tuple[Path, Path]:
     """The (images, labels) IDX files of a split (see the module docstring for the search).
 
+    Only that split's two files need to be present (a test-only run needs no training files).
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        root: folder to look in instead of ``ROBUSTLENS_DATA`` / Debian's location.
+
     Raises:
-        DataError: unknown split, or the files are not found.
+        DataError: unknown split, or the files are not found (the message names them).
     """
     if split not in _FILES:
         raise DataError(f"split must be 'train' or 'test'; received {split!r}.")
-    folder = find_fashion_mnist(root)
-    images, labels = (_locate(folder, stem) for stem in _FILES[split])
-    assert images is not None and labels is not None  # find_fashion_mnist checked all four
+    stems = _FILES[split]
+    folder = _find(root, stems)
+    images, labels = (_locate(folder, stem) for stem in stems)
+    assert images is not None and labels is not None  # _find checked both
     return images, labels
 
 

@@ -26,9 +26,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from robustlens._validation import check_model_input
 from robustlens.attacks import Attack, RandomNoise, Transfer, eval_mode, is_stochastic
 from robustlens.data.dataset import ImageDataset
-from robustlens.errors import ConfigError
+from robustlens.errors import ConfigError, DataError
 
 __all__ = ["RobustnessResults", "evaluate_robustness", "eps_sweep", "expected_correct",
            "with_eps", "worst_case", "worst_case_accuracy"]
@@ -144,6 +145,11 @@ def evaluate_robustness(model: nn.Module, data: ImageDataset, attacks: Mapping[s
     """
     if not isinstance(n_passes, int) or n_passes < 1:
         raise ConfigError(f"n_passes must be an integer >= 1; received {n_passes!r}.")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1; received {batch_size!r}.")
+    if len(data) == 0:
+        raise DataError("the dataset holds no images, so there is no accuracy to measure; check the "
+                        "data selection (classes, n_images).")
     device = torch.device(device)
     model.to(device)
     todo = _flatten(attacks)
@@ -168,6 +174,7 @@ def evaluate_robustness(model: nn.Module, data: ImageDataset, attacks: Mapping[s
         for i, (x, y) in enumerate(data.batches(batch_size)):
             x, y = x.to(device), y.to(device)
             if i == 0:
+                check_model_input(model, x, y)
                 stochastic = is_stochastic(model, x)
                 if early_exit is None:
                     early_exit = not stochastic

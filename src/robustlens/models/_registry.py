@@ -199,7 +199,8 @@ def create_model(name: str, *, weights: str | Path | None = None, allow_pickle: 
         **overrides: constructor options; unknown keys are an error listing the accepted ones.
 
     Returns:
-        An ``nn.Module`` taking (B, C, H, W) pixels in [0, 1] and returning (B, K) logits.
+        An ``nn.Module`` taking (B, C, H, W) pixels in [0, 1] and returning (B, K) logits;
+        its :class:`ModelInfo` is kept as the attribute ``robustlens_info``.
 
     Raises:
         ConfigError: an unknown name or option.
@@ -222,10 +223,13 @@ def create_model(name: str, *, weights: str | Path | None = None, allow_pickle: 
         if seed is not None:
             torch.manual_seed(seed)
         if weights is None:
-            return entry.constructor(**overrides)
-        path = Path(weights).expanduser()
-        return entry.loader(path, entry.constructor, {**_checkpoint_options(name, path), **overrides},
-                            allow_pickle=allow_pickle)
+            model = entry.constructor(**overrides)
+        else:
+            path = Path(weights).expanduser()
+            model = entry.loader(path, entry.constructor, {**_checkpoint_options(name, path), **overrides},
+                                 allow_pickle=allow_pickle)
+    object.__setattr__(model, "robustlens_info", entry.info)  # read by the input checks
+    return model
 
 
 def _checkpoint_options(name: str, path: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from robustlens.errors import CheckpointError
+from robustlens.errors import CheckpointError, suggest
 from robustlens.models._registry import create_model, list_models, upgrade_state_dict
 from robustlens.models._weights import check_safetensors_header
 
@@ -65,12 +65,35 @@ def save_checkpoint(
     return weights
 
 
+_RELEASED_SUFFIXES = (".pth", ".pt", ".tar", ".ckpt", ".bin", ".pkl", ".h5")
+
+
+def _check_checkpoint_path(path: str | Path) -> None:
+    """Precise errors for a path that cannot be a robustlens checkpoint (a folder, a .pth)."""
+    p = Path(path)
+    if p.is_dir():
+        inside = sorted(q.name for q in p.glob("*.safetensors"))[:3]
+        hint = (f" It holds {', '.join(inside)}: give one of those paths." if inside else
+                " It holds no .safetensors file.")
+        raise CheckpointError(
+            f"checkpoint {p} is a folder; a robustlens checkpoint is a file pair NAME.safetensors + NAME.json "
+            f"(written by `robustlens train`), given as the path of NAME.safetensors (or NAME).{hint}")
+    if p.suffix.lower() in _RELEASED_SUFFIXES or "".join(p.suffixes[-2:]).lower() == ".pth.tar":
+        raise CheckpointError(
+            f"{p} is a {''.join(p.suffixes[-2:]) if p.suffixes[-2:] == ['.pth', '.tar'] else p.suffix} "
+            "weights file, not a robustlens checkpoint (NAME.safetensors + NAME.json). Released weights "
+            f"(a paper's .pth) load through the model's `weights` option: in a study config write "
+            f"`weights = \"{p}\"` instead of `checkpoint = ...`; in Python create_model(name, weights=PATH).")
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint's JSON metadata, with clear errors for missing or corrupt files."""
+    _check_checkpoint_path(path)
     weights, meta = checkpoint_paths(path)
     if not weights.is_file():
-        raise CheckpointError(f"checkpoint weights not found: {weights}. Check the path, or train "
-                              "a model with `robustlens train`.")
+        given = "" if str(weights) == str(path) else f" (from the path {path})"
+        raise CheckpointError(f"checkpoint weights not found: {weights}{given}. Check the path, or train "
+                              "a model with `robustlens train --out PATH`.")
     if not meta.is_file():
         raise CheckpointError(f"checkpoint metadata not found: {meta} (expected beside {weights.name}).")
     try:
@@ -103,7 +126,11 @@ def check_checkpoint(path: str | Path) -> dict[str, Any]:
         CheckpointError: a missing, unreadable, truncated or corrupt file.
     """
     record = read_metadata(path)
-    weights, _ = checkpoint_paths(path)
+    weights, meta = checkpoint_paths(path)
+    if record["architecture"] not in list_models():
+        raise CheckpointError(f"checkpoint metadata {meta} names architecture {record['architecture']!r}, which "
+                              f"is not registered.{suggest(record['architecture'], list_models())} Fix the "
+                              "'architecture' entry, or import the module that registers it.")
     check_safetensors_header(weights, advice=_RESTORE)
     return record
 
@@ -137,13 +164,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
         ``(model, metadata)``; the model is in eval mode.
     """
     record = read_metadata(path)
-    weights, _ = checkpoint_paths(path)
+    weights, meta = checkpoint_paths(path)
     try:
         model = create_model(record["architecture"], **record.get("options", {}))
     except CheckpointError:
         raise
     except Exception as err:  # an unknown architecture or option
-        raise CheckpointError(f"cannot rebuild the architecture of {weights}: {err}") from None
+        raise CheckpointError(f"cannot rebuild the model of checkpoint {weights} from its metadata {meta.name}: "
+                              f"{err} Fix {meta.name}, or train the model again.") from None
     try:
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as err:

@@ -4,8 +4,10 @@ from robustlens.training.trainer import (
     AdversarialTraining,
     TrainConfig,
     TrainResult,
+    check_training_data,
     evaluate_accuracy,
     train_model,
 )
 
-__all__ = ["AdversarialTraining", "TrainConfig", "TrainResult", "evaluate_accuracy", "train_model"]
+__all__ = ["AdversarialTraining", "TrainConfig", "TrainResult", "check_training_data", "evaluate_accuracy",
+           "train_model"]

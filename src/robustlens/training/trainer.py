@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -11,11 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlens.attacks import PGD
+from robustlens._validation import check_labels, check_model_input
+from robustlens.attacks import PGD, check_eps
 from robustlens.data.dataset import ImageDataset
-from robustlens.errors import ConfigError
+from robustlens.errors import ConfigError, DataError
 
-__all__ = ["AdversarialTraining", "TrainConfig", "TrainResult", "evaluate_accuracy", "train_model"]
+__all__ = ["AdversarialTraining", "TrainConfig", "TrainResult", "check_training_data", "evaluate_accuracy",
+           "train_model"]
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +52,47 @@ class AdversarialTraining:
     clean_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.eps, int | float) and 0 <= self.eps < float("inf")):
-            raise ConfigError(f"adversarial eps must be a finite number >= 0 in pixel units; "
-                              f"received {self.eps!r}.")
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ConfigError("adversarial steps must be an integer >= 1; "
-                              f"received {self.steps!r}.")
         if self.norm not in ("inf", "2"):
-            raise ConfigError(f"adversarial norm must be 'inf' or '2'; received {self.norm!r}.")
-        if not (isinstance(self.clean_weight, int | float) and 0 <= self.clean_weight <= 1):
-            raise ConfigError("adversarial clean_weight must lie in [0, 1]; "
-                              f"received {self.clean_weight!r}.")
-        if self.warmup_epochs < 0:
-            raise ConfigError(f"warmup_epochs must be >= 0; received {self.warmup_epochs!r}.")
+            raise ConfigError(f"adversarial norm must be 'inf' (L-inf) or '2' (L2), as a string; "
+                              f"received {self.norm!r}.")
+        try:
+            check_eps(self.eps, norm=self.norm)
+        except ConfigError as err:
+            raise ConfigError(f"adversarial training: {err}") from None
+        _check_int("adversarial steps", self.steps, 1)
+        if self.step_size is not None and not (_is_number(self.step_size) and 0 < self.step_size < math.inf):
+            raise ConfigError("adversarial step_size must be a number > 0 in pixel units, or omitted "
+                              f"(2.5 * eps / steps); received {self.step_size!r}.")
+        if not isinstance(self.random_start, bool):
+            raise ConfigError(f"adversarial random_start must be true or false; received {self.random_start!r}.")
+        if not (_is_number(self.warmup_epochs) and 0 <= self.warmup_epochs < math.inf):
+            raise ConfigError(f"adversarial warmup_epochs must be a number >= 0; received {self.warmup_epochs!r}.")
+        if not (_is_number(self.clean_weight) and 0 <= self.clean_weight <= 1):
+            raise ConfigError("adversarial clean_weight must be a number in [0, 1] (0: pure adversarial "
+                              f"training); received {self.clean_weight!r}.")
+
+    def check_images(self, n_features: int) -> None:
+        """Check ``eps`` against images of ``n_features = C * H * W`` values (L2 / L1 bounds).
+
+        Args:
+            n_features: pixel values per image.
+
+        Raises:
+            ConfigError: ``eps`` is larger than any perturbation of such images.
+        """
+        try:
+            check_eps(self.eps, norm=self.norm, n_features=n_features)
+        except ConfigError as err:
+            raise ConfigError(f"adversarial training: {err}") from None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}; received {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -85,8 +116,16 @@ class TrainConfig:
     adversarial: AdversarialTraining | None = None
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
-            raise ConfigError(f"epochs and batch_size must be >= 1 and lr > 0; received {self}.")
+        _check_int("epochs", self.epochs, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("seed", self.seed, 0)
+        if not (_is_number(self.lr) and 0 < self.lr < math.inf):
+            raise ConfigError(f"lr (learning rate) must be a number > 0, e.g. 2e-3; received {self.lr!r}.")
+        if not (_is_number(self.weight_decay) and 0 <= self.weight_decay < math.inf):
+            raise ConfigError(f"weight_decay must be a number >= 0; received {self.weight_decay!r}.")
+        if self.adversarial is not None and not isinstance(self.adversarial, AdversarialTraining):
+            raise ConfigError("adversarial must be AdversarialTraining(...) or None; received "
+                              f"{type(self.adversarial).__name__}.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,6 +134,11 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         d = dict(d)
         adv = d.pop("adversarial", None)
+        for keys, fields in ((d, cls.__dataclass_fields__), (adv or {}, AdversarialTraining.__dataclass_fields__)):
+            unknown = sorted(set(keys) - set(fields))
+            if unknown:
+                raise ConfigError(f"unknown training setting(s) {', '.join(unknown)}; accepted: "
+                                  f"{', '.join(sorted(fields))}.")
         return cls(**d, adversarial=AdversarialTraining(**adv) if adv else None)
 
 
@@ -116,6 +160,30 @@ def evaluate_accuracy(model: nn.Module, data: ImageDataset, batch_size: int = 10
     return correct / max(len(data), 1)
 
 
+def check_training_data(model: nn.Module, data: ImageDataset, adversarial: AdversarialTraining | None = None
+                        ) -> None:
+    """Check, before any training, that ``model`` runs on ``data`` and its classes cover the labels.
+
+    One forward pass of one image (see :func:`robustlens._validation.check_model_input`), the
+    largest label against the number of logits, and an adversarial ``eps`` against the image
+    size.
+
+    Args:
+        model: the model to train (on the device it will train on).
+        data: the training images and labels.
+        adversarial: adversarial-training settings, if any.
+
+    Raises:
+        RobustlensError: the first mismatch, with what to do.
+    """
+    params = next(iter(model.parameters()), None)
+    device = params.device if params is not None else torch.device("cpu")
+    k = check_model_input(model, data.images[:1].to(device), name="training images")
+    check_labels(data.labels, len(data), "training labels", num_classes=k)
+    if adversarial is not None:
+        adversarial.check_images(math.prod(data.images.shape[1:]))
+
+
 def train_model(model: nn.Module, data: ImageDataset, config: TrainConfig, *,
                 device: torch.device | str = "cpu", progress: bool = False) -> TrainResult:
     """Train ``model`` in place on ``data`` and return its history.
@@ -126,8 +194,13 @@ def train_model(model: nn.Module, data: ImageDataset, config: TrainConfig, *,
     """
     from tqdm.auto import tqdm
 
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig; received {type(config).__name__}.")
+    if len(data) == 0:
+        raise DataError("the training set holds no images; check the data selection (classes, n_images).")
     device = torch.device(device)
     model.to(device)
+    check_training_data(model, data, config.adversarial)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = len(data)
     steps_per_epoch = (n + config.batch_size - 1) // config.batch_size

@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustlens.errors import RobustlensError
+from robustlens.errors import ConfigError, RobustlensError
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "check_args", "run"]
 
 _METHODS = ("gradient", "gradient_x_input", "guided_backprop", "smoothgrad",
             "integrated_gradients")
@@ -114,11 +114,51 @@ def _images(info: Any, n: int, root: str | None) -> tuple[torch.Tensor, torch.Te
     return x, None
 
 
+def _figure_formats() -> tuple[str, ...]:
+    """The file extensions matplotlib can save a figure as (``.png``, ``.pdf``, ``.svg``, ...)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return tuple(sorted("." + ext for ext in FigureCanvasBase.get_supported_filetypes()))
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Check every option of ``robustlens visualize WHAT`` before any model is loaded.
+
+    Counts must be >= 1, SmoothGrad's sigma a finite number >= 0, ``--out`` a writable
+    file with an extension matplotlib supports, and ``--model`` a registered model.
+
+    Args:
+        args: the parsed command line.
+
+    Raises:
+        RobustlensError: the first bad value, with what was expected.
+    """
+    import math
+
+    from robustlens._io import check_output_file
+    from robustlens.models import model_info
+
+    counts = {"render": ("steps", "size", "eot"), "saliency": ("n_images",),
+              "dream": ("octaves", "steps"), "examples": ("k",)}.get(args.what, ())
+    for name in counts:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            flag = "-k" if name == "k" else "--" + name.replace("_", "-")
+            raise ConfigError(f"visualize {args.what} {flag} must be an integer >= 1; received {value}.")
+    sigma = getattr(args, "sigma", None)
+    if sigma is not None and not (0 <= sigma < math.inf):
+        raise ConfigError(f"visualize saliency --sigma (SmoothGrad noise, a fraction of the pixel range) "
+                          f"must be a finite number >= 0, e.g. 0.15; received {sigma}.")
+    model_info(args.model)
+    check_output_file(args.out, what="--out", suffixes=_figure_formats())
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``robustlens visualize WHAT``; returns the exit status."""
     from robustlens import visualization as vis
     from robustlens.models import model_device
 
+    check_args(args)
     model, info = _load(args)
     device = model_device(model)
     c, h, _ = info.input_size
@@ -155,6 +195,9 @@ def run(args: argparse.Namespace) -> int:
             raise RobustlensError(f"dataset examples need a dataset; {args.model} is an "
                                   f"{info.dataset} model and no {info.dataset} data is embedded.")
         data = to_memory(load_dataset(info.dataset, "test", args.data_root))
+        if args.k > len(data):
+            raise ConfigError(f"visualize examples -k {args.k} asks for more examples than the {len(data)} "
+                              f"test images of {info.dataset}; use -k {min(9, len(data))} (at most {len(data)}).")
         reducer = vis.DatasetExamples(model, args.unit, k=args.k)
         for chunk in data.images.split(500):
             reducer.update(chunk.to(device))

@@ -36,8 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlens._validation import check_model_input
 from robustlens.errors import RobustlensError
-from robustlens.visualization._hooks import check_images, module_training, resolve_targets
+from robustlens.visualization._hooks import module_training, resolve_targets
 from robustlens.visualization._relu import ReLUGradientMode
 
 __all__ = ["OUTPUTS", "SALIENCY_METHODS", "Attribution", "GradientXInput", "GuidedBackprop", "IntegratedGradients",
@@ -74,7 +75,9 @@ class Attribution:
         Returns:
             (B, C, H, W) attributions (detached, on the images' device).
         """
-        check_images(images)
+        check_model_input(self.model, images)
+        if images.shape[0] == 0:  # an empty batch is a no-op
+            return images.detach().clone()
         with module_training(self.model, False):
             return self._attribute(images.detach(), target)
 
