@@ -15,6 +15,7 @@ import pytest
 import tomli_w
 from _bad_inputs import CliError, LibError
 
+from robustlens.errors import ConfigError
 from robustlens.study import parse_config
 
 BASE: dict[str, Any] = {
@@ -168,3 +169,22 @@ def test_study_cli_refuses(cli_error: CliError, tmp_path: Path, path: str, value
     out = tmp_path / "run"
     cli_error(["study", str(cfg), "--out", str(out), "--quiet"])
     assert not (out / "results").exists() or not list((out / "results").glob("*.parquet"))
+
+
+@pytest.mark.parametrize(("attack", "ok"), [
+    ({"type": "pgd", "eps": [2.0]}, False),                      # L-inf above the pixel range
+    ({"type": "pgd", "norm": "2", "eps": [2.0]}, True),          # L2: normal
+    ({"type": "pgd", "norm": "2", "eps": [29.0]}, False),        # L2 above sqrt(28 * 28) = 28
+    ({"type": "apgd", "norm": "1", "eps": [12.0]}, True),        # L1: normal
+    ({"type": "apgd", "norm": "1", "eps": [800.0]}, False),      # L1 above 28 * 28 = 784
+    ({"type": "pgd", "eps": [float("nan")]}, False),
+    ({"type": ["pgd"], "eps": [0.1]}, False),                    # a type that is not a string
+])
+def test_study_eps_follows_the_threat_model(attack: dict[str, Any], ok: bool) -> None:
+
+    raw = {"models": [{"name": "a", "architecture": "fmnist_cnn", "random": True}], "attacks": [attack]}
+    if ok:
+        parse_config(raw)
+    else:
+        with pytest.raises(ConfigError):
+            parse_config(raw)

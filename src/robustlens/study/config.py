@@ -7,7 +7,6 @@ suggests the closest known key. See ``robustlens demo --print-config`` for a ful
 
 from __future__ import annotations
 
-import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from robustlens.attacks import Attack
+from robustlens.attacks import Attack, check_eps
 from robustlens.errors import ConfigError, RobustlensError, suggest
 from robustlens.study.attack_types import ATTACK_TYPES
 from robustlens.training import AdversarialTraining, TrainConfig
@@ -167,7 +166,7 @@ _TRAIN_KEYS: dict[str, type | tuple[type, ...]] = {
     "adversarial": dict,
 }
 _ADV_KEYS: dict[str, type | tuple[type, ...]] = {
-    "eps": float, "steps": int, "step_size": float, "random_start": bool, "warmup_epochs": float,
+    "eps": float, "steps": int, "step_size": float, "random_start": bool, "warmup_epochs": float, "norm": str,
 }
 def _parse_model(table: Any, i: int) -> ModelConfig:
     where = f"[[models]] #{i + 1}"
@@ -245,15 +244,27 @@ def _parse_corruptions(table: dict[str, Any], where: str) -> list[AttackConfig]:
     return out
 
 
-def _parse_attacks(table: Any, i: int, model_names: list[str]) -> list[AttackConfig]:
+def _image_features(data: dict[str, Any]) -> int | None:
+    """``C * H * W`` of the images ``[data]`` describes (bounds L2 and L1 eps), if known."""
+    sizes = {"fashion_mnist": 28 * 28, "digits": 8 * 8}
+    dataset = data.get("dataset", "fashion_mnist")
+    if dataset == "imagenet":
+        crop = data.get("crop", 224)
+        return 3 * crop * crop if isinstance(crop, int) else None
+    return sizes.get(dataset)
+
+
+def _parse_attacks(table: Any, i: int, model_names: list[str], n_features: int | None = None) -> list[AttackConfig]:
     if isinstance(table, dict) and table.get("type") == "corruption":
         return _parse_corruptions(table, f"[[attacks]] #{i + 1}")
-    return [_parse_attack(table, i, model_names)]
+    return [_parse_attack(table, i, model_names, n_features)]
 
 
-def _parse_attack(table: Any, i: int, model_names: list[str]) -> AttackConfig:
+def _parse_attack(table: Any, i: int, model_names: list[str], n_features: int | None = None) -> AttackConfig:
     where = f"[[attacks]] #{i + 1}"
-    if isinstance(table, dict) and table.get("type") not in ATTACK_TYPES:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table (type = \"pgd\", eps = [...]); received {table!r}.")
+    if not isinstance(table.get("type"), str) or table["type"] not in ATTACK_TYPES:
         kind = str(table.get("type"))
         raise ConfigError(f"{where}: unknown attack type {table.get('type')!r}."
                           f"{suggest(kind, ATTACK_TYPES)} Known: {', '.join(ATTACK_TYPES)}.")
@@ -265,10 +276,14 @@ def _parse_attack(table: Any, i: int, model_names: list[str]) -> AttackConfig:
     if not eps or not all(isinstance(e, int | float) and not isinstance(e, bool) for e in eps):
         raise ConfigError(f"{where}.eps must be a non-empty list of numbers; received {eps!r}.")
     unbounded_ok = kind_spec.unbounded  # a minimal-perturbation attack may run unbounded
-    if any(math.isnan(e) or e < 0 or (e > 1 and not (unbounded_ok and math.isinf(e))) for e in eps):
-        hint = " (or inf: unbounded)" if unbounded_ok else ""
-        raise ConfigError(f"{where}.eps values must lie in [0, 1] (pixel units){hint}; received {eps!r}.")
     opts = {k: v for k, v in t.items() if k in options}
+    norm = opts.get("norm", "inf")
+    for e in eps:  # by threat model: L-inf <= 1, L2 <= sqrt(C*H*W), L1 <= C*H*W (pixel units)
+        try:
+            check_eps(e, allow_inf=unbounded_ok, norm=str(norm) if norm in ("inf", "2", "1") else "inf",
+                      n_features=n_features)
+        except ConfigError as err:
+            raise ConfigError(f"{where}.eps: {err}") from None
     if kind_spec.check is not None:
         kind_spec.check(opts, where, model_names)
     config = AttackConfig(name=t.get("name", t["type"]), type=t["type"],
@@ -363,7 +378,9 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConf
 
     models = tuple(ModelConfig(**{**m.__dict__, "checkpoint": resolve(m.checkpoint), "weights": resolve(m.weights)})
                    for m in models)
-    attacks = tuple(c for i, a in enumerate(raw.get("attacks", [])) for c in _parse_attacks(a, i, names))
+    n_features = _image_features(data)
+    attacks = tuple(c for i, a in enumerate(raw.get("attacks", []))
+                    for c in _parse_attacks(a, i, names, n_features))
     if len({a.name for a in attacks}) != len(attacks):
         raise ConfigError(f"attack names must be unique; received {[a.name for a in attacks]}.")
     analyses, analysis_options, comparisons, comparison_options = _parse_analyses(raw, names)
