@@ -38,7 +38,7 @@ from robustlens.activations import record
 from robustlens.attacks import eval_mode, is_stochastic
 from robustlens.data import Dataset, class_balanced_indices, load_dataset
 from robustlens.errors import ConfigError
-from robustlens.evaluation import AccuracyCounter, expected_correct
+from robustlens.evaluation import AccuracyCounter, accuracy_tables, expected_correct
 from robustlens.study.analyses import (
     ANALYSES,
     COMPARISONS,
@@ -215,21 +215,18 @@ class _ModelState:
     def __init__(self, keys: list[tuple[str, float]], num_classes: int, analyses: list[StudyAnalysis]) -> None:
         self.num_classes = num_classes
         self.counters = {key: AccuracyCounter(num_classes) for key in keys}
-        self.expected = dict.fromkeys(keys, 0.0)
         self.analyses = analyses
         self.batches_done = 0
 
     def state_dict(self) -> dict[str, Any]:
         return {"batches_done": self.batches_done,
                 "counters": {condition_str(k): c.state_dict() for k, c in self.counters.items()},
-                "expected": {condition_str(k): v for k, v in self.expected.items()},
                 "analyses": {a.name: a.state_dict() for a in self.analyses}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.batches_done = int(state["batches_done"])
         for text, counter_state in state["counters"].items():
             self.counters[condition_key(text)].load_state_dict(counter_state)
-        self.expected = {condition_key(k): float(v) for k, v in state["expected"].items()}
         for analysis in self.analyses:
             analysis.load_state_dict(state["analyses"][analysis.name])
 
@@ -239,8 +236,6 @@ class _ModelState:
             other = AccuracyCounter(self.num_classes)
             other.load_state_dict(counter_state)
             self.counters[condition_key(text)].merge(other)
-        for text, value in state["expected"].items():
-            self.expected[condition_key(text)] += float(value)
         for analysis in self.analyses:
             twin = type(analysis)(analysis.model_name, analysis.model, analysis.class_names, analysis.options)
             twin.load_state_dict(state["analyses"][analysis.name])
@@ -339,9 +334,8 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: Dataset,
                 torch.manual_seed(rng_seed)
                 generator = torch.Generator(device=run.device).manual_seed(attack_seed)
                 logits, acts = forward(x, noise_seed)
-                state.counters[("clean", 0.0)].update(logits.argmax(1), y)
-                if n_passes > 1:
-                    state.expected[("clean", 0.0)] += float(expected_correct(model, x, y, n_passes).sum())
+                state.counters[("clean", 0.0)].update_logits(
+                    logits, y, expected_correct(model, x, y, n_passes) if n_passes > 1 else None)
                 clean = CleanBatch(x, y, logits, acts, index=index, offset=index * config.batch_size)
                 for analysis in analyses:
                     analysis.update_clean(clean)
@@ -349,9 +343,8 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: Dataset,
                     result = attack.run(model, x, y, generator=generator, early_stop=early_stop)
                     x_adv = result.adversarial
                     adv_logits, adv_acts = forward(x_adv, noise_seed)
-                    state.counters[(a_name, eps)].update(adv_logits.argmax(1), y)
-                    if n_passes > 1:
-                        state.expected[(a_name, eps)] += float(expected_correct(model, x_adv, y, n_passes).sum())
+                    state.counters[(a_name, eps)].update_logits(
+                        adv_logits, y, expected_correct(model, x_adv, y, n_passes) if n_passes > 1 else None)
                     batch = AnalysisBatch(a_name, eps, clean, x_adv, adv_logits, adv_acts, attack.norm, result)
                     for analysis in analyses:
                         analysis.update(batch)
@@ -375,12 +368,9 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: Dataset,
         for other in states[1:]:
             state.merge_state(other)
     norms = {(a_name, eps): attack.norm for a_name, eps, attack in attacks}
-    for key, counter in state.counters.items():
-        row = counter.result().iloc[0].to_dict()
-        total = state.expected[key] / max(row["n_images"], 1)
-        row["expected_accuracy"] = total if n_passes > 1 else row["accuracy"]
-        run.accuracy.append({"model": name, "attack": key[0], "eps": key[1], "norm": norms.get(key, ""),
-                             **row, "stochastic": stochastic, "n_passes": n_passes})
+    summary, _ = accuracy_tables({(a, e, norms.get((a, e), "")): c for (a, e), c in state.counters.items()})
+    for row in summary.to_dict("records"):
+        run.accuracy.append({"model": name, **row, "stochastic": stochastic, "n_passes": n_passes})
     return state
 
 
