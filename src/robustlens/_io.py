@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "check_output_dir"]
 
 
 @contextlib.contextmanager
@@ -46,3 +46,32 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> N
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding=encoding)
+
+
+def check_output_dir(path: str | Path, what: str = "output folder") -> None:
+    """Check that ``path`` is a folder that exists and is writable, or can be created.
+
+    Nothing is created: the first existing folder on the way up must be writable.
+
+    Args:
+        path: the folder to write into.
+        what: how the message names it (e.g. ``"--out"``).
+
+    Raises:
+        ConfigError: ``path`` is a file, lies under a file, or cannot be written.
+    """
+    from robustlens.errors import ConfigError
+
+    target = Path(path).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{what} {target} is a file; expected a folder to write into. "
+                          "Choose another path (or move the file).")
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {target} lies under the file {existing}; expected a folder path. "
+                          "Choose another path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{what} {target} cannot be written: {existing} is not writable by this user. "
+                          "Choose a writable path.")

@@ -128,8 +128,17 @@ def _locate(folder: Path, stem: str) -> Path | None:
     return None
 
 
-def find_fashion_mnist(root: str | Path | None = None) -> Path:
-    """The folder holding the Fashion-MNIST files (see the module docstring for the search)."""
+def find_fashion_mnist(root: str | Path | None = None,
+                       splits: tuple[str, ...] = ("train", "test")) -> Path:
+    """The folder holding the Fashion-MNIST files of ``splits`` (see the module docstring).
+
+    Args:
+        root: folder to look in instead of ``ROBUSTLENS_DATA`` / Debian's location.
+        splits: the splits whose files must be there (a test-only run needs only ``test``).
+
+    Raises:
+        DataError: no folder holds them; the message names the files missing.
+    """
     roots: list[Path] = []
     if root is not None:
         roots.append(Path(root))
@@ -137,12 +146,18 @@ def find_fashion_mnist(root: str | Path | None = None) -> Path:
         roots.append(Path(os.environ["ROBUSTLENS_DATA"]))
     else:
         roots.append(DEBIAN_ROOT)
+    stems = [s for split in splits for s in _FILES[split]]
+    missing: list[str] = []
     for r in roots:
         for folder in _candidates(r):
-            if all(_locate(folder, s) for pair in _FILES.values() for s in pair):
+            lacking = [s + ".gz" for s in stems if not _locate(folder, s)]
+            if not lacking:
                 return folder
+            if folder.is_dir() and (not missing or len(lacking) < len(missing)):
+                missing = lacking
     where = ", ".join(str(r) for r in roots)
-    raise DataError(f"Fashion-MNIST not found in {where}. {_HOW_TO_GET}")
+    named = f" (missing: {', '.join(missing)})" if missing else ""
+    raise DataError(f"Fashion-MNIST not found in {where}{named}. {_HOW_TO_GET}")
 
 
 def fashion_mnist_files(split: str = "test", root: str | Path | None = None) -> tuple[Path, Path]:
@@ -153,9 +168,9 @@ def fashion_mnist_files(split: str = "test", root: str | Path | None = None) -> 
     """
     if split not in _FILES:
         raise DataError(f"split must be 'train' or 'test'; received {split!r}.")
-    folder = find_fashion_mnist(root)
+    folder = find_fashion_mnist(root, (split,))
     images, labels = (_locate(folder, stem) for stem in _FILES[split])
-    assert images is not None and labels is not None  # find_fashion_mnist checked all four
+    assert images is not None and labels is not None  # find_fashion_mnist checked them
     return images, labels
 
 

@@ -36,7 +36,7 @@ from torch import nn
 from robustlens._io import atomic_path, atomic_write_text
 from robustlens.activations import record
 from robustlens.attacks import eval_mode, is_stochastic
-from robustlens.data import Dataset, class_balanced_indices, load_dataset
+from robustlens.data import Dataset
 from robustlens.errors import ConfigError
 from robustlens.evaluation import AccuracyCounter, accuracy_tables, expected_correct
 from robustlens.study.analyses import (
@@ -465,11 +465,10 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
     """
     from tqdm.auto import tqdm
 
-    from robustlens.study.preflight import check_layers, check_paths
+    from robustlens.study.preflight import preflight
 
     load_plugins()
-    check_paths(config, check_data=data is None)  # every path, before any work starts
-    check_layers(config)  # every analysis' layers, on the models built without weights
+    preflight(config, run_dir, data=data)  # the run folder, files, shapes and layers: before any work
     run_dir = Path(run_dir)
     world = join_world()
     config_dict = _config_dict(config)
@@ -505,15 +504,7 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
     try:
         t0 = time.perf_counter()
         if data is None:
-            full = load_dataset(config.data.dataset, config.data.split, config.data.root,
-                                resize=config.data.resize, crop=config.data.crop,
-                                classes=config.data.classes, seed=config.data.seed)
-            if config.data.ds_factor > 1:  # VOneNet's DS_factor: every k-th image of the split
-                full = full.subset(torch.arange(0, len(full), config.data.ds_factor))
-            if config.data.n_per_class is not None:
-                full = full.subset(class_balanced_indices(full.labels, config.data.n_per_class,
-                                                          config.data.seed, full.num_classes))
-            data = full
+            data = config.data.build()
         run.manifest["data"] = {"name": data.name, "n_images": len(data),
                                 "n_classes": len(torch.unique(data.labels)),
                                 "n_per_class": config.data.n_per_class, "ds_factor": config.data.ds_factor}
