@@ -111,3 +111,76 @@ def test_a_test_only_study_needs_only_the_test_files(tmp_path: Path) -> None:
                                                 "train": {"epochs": 1}}]})
     with pytest.raises(DataError, match="train-images-idx3-ubyte"):
         check_paths(trained)
+
+
+PLANNED = """
+[study]
+name = "planned"
+batch_size = 16
+[data]
+dataset = "digits"
+n_per_class = 4
+[[models]]
+name = "m"
+architecture = "digits_cnn"
+random = true
+[[attacks]]
+name = "pgd"
+type = "pgd"
+eps = [0.05, 0.1]
+steps = 3
+restarts = 2
+[[attacks]]
+type = "fgsm"
+eps = [0.1]
+{analyses}
+"""
+
+
+@pytest.mark.parametrize("analyses, exact", [('[analyses.dissimilarity]\nlayers = "all"', True), ("", False)])
+def test_plan_pass_counts_equal_a_real_runs(tmp_path: Path, analyses: str, exact: bool) -> None:
+    import torch
+
+    from robustlens.study.plan import plan_study
+
+    config = parse_config(__import__("tomllib").loads(PLANNED.format(analyses=analyses)))
+    plan = plan_study(config, device="cpu")
+    rows = plan.rows
+    assert rows["n_images"].eq(40).all() and (rows["exact"] == exact).all() == exact
+    counts = {"forward": 0, "backward": 0}
+    from robustlens.models import create_model
+
+    model_class = type(create_model("digits_cnn"))
+
+    def hook(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if type(module) is model_class and not inputs[0].is_meta:
+            b = inputs[0].shape[0]
+            counts["forward"] += b
+            if output.requires_grad:
+                output.register_hook(lambda g: counts.__setitem__("backward", counts["backward"] + b))
+
+    handle = torch.nn.modules.module.register_module_forward_hook(hook)
+    try:
+        run_study(config, tmp_path / "run", cache_dir=tmp_path / "cache")
+    finally:
+        handle.remove()
+    planned = plan.models.iloc[0]
+    # PGD: 3 steps x 2 restarts of gradients per image (early exit off in the plan); FGSM: one
+    pgd = rows[rows.attack == "pgd"].iloc[0]
+    assert pgd["backward"] == 40 * 3 * 2
+    assert rows[rows.attack == "fgsm"].iloc[0]["backward"] == 40
+    if exact:
+        assert (planned["forward"], planned["backward"]) == (counts["forward"], counts["backward"])
+    else:  # early exit on: the plan is an upper bound
+        assert planned["forward"] >= counts["forward"] and planned["backward"] >= counts["backward"]
+    assert "Total:" in plan.text() and planned["seconds"] > 0 and planned["disk_bytes"] > 0
+
+
+def test_plan_flag_prints_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "s.toml"
+    cfg.write_text(PLANNED.format(analyses=""))
+    out = tmp_path / "run"
+    assert main(["study", str(cfg), "--plan", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "pgd" in printed and "backward" in printed and "Total:" in printed
+    assert not out.exists()
