@@ -137,6 +137,7 @@ eps = [0.1]
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("analyses, exact", [('[analyses.dissimilarity]\nlayers = "all"', True), ("", False)])
 def test_plan_pass_counts_equal_a_real_runs(tmp_path: Path, analyses: str, exact: bool) -> None:
     import torch
