@@ -143,3 +143,4 @@ def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> N
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding=encoding)
+

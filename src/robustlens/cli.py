@@ -98,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     study = sub.add_parser("study", help="run a study from a TOML config")
     study.add_argument("config", type=Path)
     _add_common(study)
+    study.add_argument("--plan", action="store_true", help="print what the study will run (images, "
+                       "forward and backward passes, predicted time, memory and disk) and exit without "
+                       "training or writing anything")
 
     train = sub.add_parser("train", help="train a model and save it as a checkpoint")
     train.add_argument("--arch", default="fmnist_cnn", help="registered architecture")
@@ -162,6 +165,13 @@ def _run_study(config_text: str, config_path: Path | None, args: argparse.Namesp
         from dataclasses import replace
 
         config = replace(config, models=tuple(replace(m, allow_pickle=True) for m in config.models))
+    if getattr(args, "plan", False):
+        from robustlens.study.plan import plan_study
+        from robustlens.study.preflight import preflight
+
+        preflight(config)
+        print(plan_study(config, device=args.device).text())
+        return 0
     out = args.out or Path("runs") / (config.name + ("-smoke" if args.smoke else ""))
     check_output_dir(out, what="--out" if args.out else "run directory")
     result = run_study(config, out, cache_dir=args.cache_dir, progress=not args.quiet,

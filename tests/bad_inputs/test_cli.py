@@ -264,8 +264,7 @@ random = true
 """
 
 
-@pytest.mark.parametrize("arch", [LATE, pytest.param("fmnist_cnn", marks=pytest.mark.xfail(
-    raises=RuntimeError, strict=False, reason="the study preflight checks each model's input shape"))])
+@pytest.mark.parametrize("arch", [LATE, "fmnist_cnn"])
 def test_study_failure_keeps_earlier_results(cli_error: CliError, tmp_path: Path, arch: str) -> None:
     _register_late_failure()
     cfg = tmp_path / "two.toml"

@@ -68,3 +68,51 @@ def test_per_class_per_example_and_audit_tables():
         b.load_state_dict(a.state_dict())
         for k, v in a.tables().items():
             pd.testing.assert_frame_equal(v, b.tables()[k])
+
+
+def test_linf_and_l2_at_the_same_eps_stay_separate_in_study_tables():
+    from robustlens.data import load_digits
+    from robustlens.evaluation import evaluate_robustness
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    data = load_digits("test").subset(torch.arange(60))
+    attacks = {"pgd_inf": PGD(0.1, steps=2, random_start=False),
+               "pgd_l2": PGD(0.1, steps=2, norm="2", random_start=False)}
+    analyses = [ANALYSES[n]("m", model, data.class_names) for n in ("per_class", "per_example")]
+    for i, (x, y) in enumerate(data.batches(25)):
+        with torch.no_grad():
+            clean = CleanBatch(x, y, model(x), {}, index=i, offset=25 * i)
+        for a in analyses:
+            a.update_clean(clean)
+        for name, attack in attacks.items():
+            x_adv = attack.run(model, x, y, early_stop=True).adversarial
+            with torch.no_grad():
+                logits = model(x_adv)
+            for a in analyses:
+                a.update(AnalysisBatch(name, attack.eps, clean, x_adv, logits, {}, attack.norm))
+    per_class = analyses[0].tables()["per_class"]
+    tables = analyses[1].tables()
+    per_example, worst = tables["per_example"], tables["worst_case"]
+    assert set(zip(per_class.attack, per_class.norm, strict=True)) == {
+        ("clean", ""), ("pgd_inf", "inf"), ("pgd_l2", "2")}
+    assert set(zip(per_example.attack, per_example.norm, strict=True)) == {("pgd_inf", "inf"), ("pgd_l2", "2")}
+    assert len(worst) == 2 * 60 and (worst.n_attacks == 1).all()
+    # the same numbers as the library's engine on the same data (deterministic attacks)
+    lib = evaluate_robustness(model, data, attacks, batch_size=25)
+    cols = ["example", "label", "attack", "eps", "norm", "prediction", "correct", "top5_correct"]
+    def ordered(df):
+        return df[cols].sort_values(["attack", "example"], kind="stable").reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(ordered(per_example), ordered(lib.per_example), check_dtype=False)
+    pd.testing.assert_frame_equal(worst.reset_index(drop=True), lib.worst_case().reset_index(drop=True),
+                                  check_dtype=False)
+    lib_pc = lib.per_class.drop(columns=["class_name"])
+    mine_pc = per_class.drop(columns=["class_name"])
+    pd.testing.assert_frame_equal(mine_pc.reset_index(drop=True), lib_pc.reset_index(drop=True),
+                                  check_dtype=False)
+    for a in analyses:  # state round trip keeps the norms
+        b = type(a)("m", model, data.class_names)
+        b.load_state_dict(a.state_dict())
+        for k, v in a.tables().items():
+            pd.testing.assert_frame_equal(v, b.tables()[k])

@@ -231,3 +231,32 @@ def test_smoke_flag_shrinks_the_run(tmp_path: Path, capsys: pytest.CaptureFixtur
     acc = pd.read_parquet(tmp_path / "run/results/accuracy.parquet")
     assert (acc["n_images"] == 20).all()  # n_per_class shrunk to 2
     assert "Report:" in capsys.readouterr().out
+
+
+def test_study_accuracy_equals_the_library_engine_and_keeps_norms_apart(tmp_path: Path) -> None:
+    import torch
+
+    from robustlens.attacks import PGD
+    from robustlens.data import load_digits
+    from robustlens.evaluation import robust_accuracy
+    from robustlens.study import run_study
+    from robustlens.study.models import build_seeded
+
+    data = load_digits("test").subset(torch.arange(40))
+    config = parse_config({
+        "study": {"name": "norms", "batch_size": 16}, "data": {"dataset": "digits"},
+        "models": [{"name": "m", "architecture": "digits_cnn", "random": True, "seed": 3}],
+        "attacks": [{"name": "pgd_inf", "type": "pgd", "eps": [0.1], "steps": 2, "random_start": False},
+                    {"name": "pgd_l2", "type": "pgd", "eps": [0.1], "steps": 2, "random_start": False,
+                     "norm": "2"}],
+        "analyses": {"per_example": {}}})
+    result = run_study(config, tmp_path / "run", cache_dir=tmp_path / "cache", data=data)
+    acc = result.tables["accuracy"]
+    assert acc["norm"].tolist() == ["", "inf", "2"] and "top5_accuracy" in acc
+    assert set(result.tables["worst_case"]["norm"]) == {"inf", "2"}
+    model = build_seeded("digits_cnn", {}, 3)
+    lib = robust_accuracy(model, data, {"pgd_inf": PGD(0.1, steps=2, random_start=False),
+                                        "pgd_l2": PGD(0.1, steps=2, norm="2", random_start=False)},
+                          batch_size=16)
+    cols = ["attack", "eps", "norm", "n_images", "n_correct", "accuracy", "top5_accuracy"]
+    pd.testing.assert_frame_equal(acc[cols], lib[cols], check_dtype=False)

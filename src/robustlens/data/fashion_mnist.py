@@ -193,16 +193,18 @@ def _find(root: str | Path | None, stems: tuple[str, ...]) -> Path:
                     f"(nor in its fashion-mnist/ or FashionMNIST/raw/ subfolders). {_HOW_TO_GET}")
 
 
-def find_fashion_mnist(root: str | Path | None = None) -> Path:
-    """The folder holding all four Fashion-MNIST files (see the module docstring for the search).
+def find_fashion_mnist(root: str | Path | None = None,
+                       splits: tuple[str, ...] = ("train", "test")) -> Path:
+    """The folder holding the Fashion-MNIST files of ``splits`` (see the module docstring for the search).
 
     Args:
         root: folder to look in instead of ``ROBUSTLENS_DATA`` / Debian's location.
+        splits: the splits whose files must be there (a test-only run needs only ``test``).
 
     Raises:
         DataError: no folder holds them; the message names the missing files.
     """
-    return _find(root, tuple(s for pair in _FILES.values() for s in pair))
+    return _find(root, tuple(s for split in splits for s in _FILES[split]))
 
 
 def fashion_mnist_files(split: str = "test", root: str | Path | None = None) -> tuple[Path, Path]:

@@ -30,6 +30,7 @@ from robustlens._validation import check_model_input
 from robustlens.attacks import Attack, RandomNoise, Transfer, eval_mode, is_stochastic
 from robustlens.data.dataset import ImageDataset
 from robustlens.errors import ConfigError, DataError
+from robustlens.evaluation.accuracy import AccuracyCounter, ThreatKey, accuracy_tables, topk_correct
 
 __all__ = ["RobustnessResults", "evaluate_robustness", "eps_sweep", "expected_correct",
            "with_eps", "worst_case", "worst_case_accuracy"]
@@ -71,18 +72,20 @@ class RobustnessResults:
 
     Attributes:
         summary: one row per attack x eps, plus ``attack="clean"``: ``attack, eps, norm,
-            n_images, n_correct, accuracy, expected_accuracy, n_passes, stochastic,
-            early_exit, seconds``.
+            n_images, n_correct, accuracy, top5_accuracy, expected_accuracy, n_passes,
+            stochastic, early_exit, seconds``.
         per_class: one row per attack x eps x class: ``attack, eps, norm, class_index,
-            class_name, n_images, n_correct, accuracy, expected_accuracy``.
+            class_name, n_images, n_correct, accuracy, top5_accuracy, expected_accuracy``.
         per_example: one row per attack x eps x example: ``example, label, attack, eps,
-            norm, clean_prediction, clean_correct, prediction, correct, success,
-            attack_success, target, linf, l2, l1, minimal_norm, expected_correct, found_by``.
-            ``correct`` and ``success`` come from a fresh forward pass of the adversarial
-            image; ``attack_success`` is the attack's own verdict; ``target`` is -1 when
-            untargeted; ``minimal_norm`` is ``inf`` where the attack failed; ``found_by`` is,
-            for an ensemble (AutoAttack), the component attack whose image was kept
-            (``"clean"``: misclassified already, ``""``: none succeeded), else ``""``.
+            norm, clean_prediction, clean_correct, prediction, correct, top5_correct,
+            success, attack_success, target, linf, l2, l1, minimal_norm, expected_correct,
+            found_by``. Top-5 counts a class among the 5 highest logits (every class when a
+            model has fewer than 5). ``correct`` and ``success`` come from a fresh forward
+            pass of the adversarial image; ``attack_success`` is the attack's own verdict;
+            ``target`` is -1 when untargeted; ``minimal_norm`` is ``inf`` where the attack
+            failed; ``found_by`` is, for an ensemble (AutoAttack), the component attack whose
+            image was kept (``"clean"``: misclassified already, ``""``: none succeeded), else
+            ``""``.
         stochastic: whether the model was detected as stochastic.
     """
 
@@ -161,6 +164,9 @@ def evaluate_robustness(model: nn.Module, data: ImageDataset, attacks: Mapping[s
     found_by: list[str] = []
     labels_all: list[tuple[str, float, str]] = []
     seconds: dict[tuple[str, float], float] = {}
+    clean_key: ThreatKey = ("clean", 0.0, "")
+    order: list[ThreatKey] = [clean_key] + [(label, float(a.eps), a.norm) for label, a in todo]
+    counters = {key: AccuracyCounter(data.num_classes) for key in order}
     stochastic = False
     offset = 0
 
@@ -178,94 +184,69 @@ def evaluate_robustness(model: nn.Module, data: ImageDataset, attacks: Mapping[s
                 stochastic = is_stochastic(model, x)
                 if early_exit is None:
                     early_exit = not stochastic
+            several = stochastic and n_passes > 1
             b = x.shape[0]
             index = torch.arange(offset, offset + b)
             offset += b
             with torch.inference_mode():
-                clean_pred = model(x).argmax(1)
-            clean_exp = expected_correct(model, x, y, n_passes) if stochastic and n_passes > 1 \
-                else (clean_pred == y).float()
+                clean_logits = model(x)
+            clean_pred = clean_logits.argmax(1)
+            clean_exp = expected_correct(model, x, y, n_passes) if several else None
+            counters[clean_key].update_logits(clean_logits, y, clean_exp)
             for label, attack in todo:
                 start = time.perf_counter()
                 result = attack.run(model, x, y, generator=generator,
                                     early_stop=bool(early_exit))
                 with torch.inference_mode():
-                    pred = model(result.adversarial).argmax(1)
+                    logits = model(result.adversarial)
+                pred = logits.argmax(1)
                 key = (label, float(attack.eps))
                 seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
                 correct = pred == y
-                exp = expected_correct(model, result.adversarial, y, n_passes) \
-                    if stochastic and n_passes > 1 else correct.float()
+                exp = expected_correct(model, result.adversarial, y, n_passes) if several \
+                    else correct.float()
+                counters[(label, float(attack.eps), attack.norm)].update_logits(logits, y, exp)
                 target = result.targets if result.targets is not None else torch.full_like(y, -1)
                 success = ~correct if result.targets is None else pred == result.targets
                 add(label, float(attack.eps), attack.norm, {
                     "example": index, "label": y, "clean_prediction": clean_pred,
                     "clean_correct": clean_pred == y, "prediction": pred, "correct": correct,
+                    "top5_correct": topk_correct(logits, y),
                     "success": success, "attack_success": result.success, "target": target,
                     "linf": result.linf, "l2": result.l2,
                     "l1": result.l1 if result.l1 is not None
                     else torch.full_like(result.l2, math.nan),
                     "minimal_norm": result.minimal_norm,
-                    "expected_correct": exp, "_clean_expected": clean_exp,
+                    "expected_correct": exp,
                 })
                 found_by.extend(result.found_by if result.found_by is not None else [""] * b)
-            if not todo:  # clean accuracy only
-                add("", 0.0, "", {"example": index, "label": y, "clean_prediction": clean_pred,
-                                  "clean_correct": clean_pred == y, "_clean_expected": clean_exp})
-    return _tables(columns, labels_all, seconds, data, stochastic, bool(early_exit), n_passes,
-                   found_by)
+    summary, per_class = accuracy_tables(counters, data.class_names, order)
+    summary["n_passes"] = n_passes
+    summary["stochastic"] = stochastic
+    summary["early_exit"] = bool(early_exit)
+    summary["seconds"] = [seconds.get((a, float(e)), 0.0)
+                          for a, e in zip(summary["attack"], summary["eps"], strict=True)]
+    return RobustnessResults(summary, per_class, _per_example(columns, labels_all, found_by),
+                             stochastic)
 
 
-def _summarize(df: pd.DataFrame, keys: list[str], correct: str, expected: str) -> pd.DataFrame:
-    if correct not in df:
-        df = df.assign(**{correct: pd.Series(dtype=bool), expected: pd.Series(dtype=float)})
-    out = df.groupby(keys, sort=False).agg(
-        n_images=(correct, "size"), n_correct=(correct, "sum"),
-        expected_accuracy=(expected, "mean")).reset_index()
-    out["n_correct"] = out["n_correct"].astype(int)
-    out.insert(out.columns.get_loc("n_correct") + 1, "accuracy",
-               out["n_correct"] / out["n_images"])
-    return out
-
-
-def _tables(columns: dict[str, list[torch.Tensor]], keys: list[tuple[str, float, str]],
-            seconds: dict[tuple[str, float], float], data: ImageDataset, stochastic: bool,
-            early_exit: bool, n_passes: int, found_by: list[str]) -> RobustnessResults:
+def _per_example(columns: dict[str, list[torch.Tensor]], keys: list[tuple[str, float, str]],
+                 found_by: list[str]) -> pd.DataFrame:
+    """The per-example table from the collected batch columns."""
+    if not keys:
+        return pd.DataFrame(columns=["example", "label", "attack", "eps", "norm", "clean_prediction",
+                                     "clean_correct", "prediction", "correct", "top5_correct",
+                                     "success", "attack_success", "target", "linf", "l2", "l1",
+                                     "minimal_norm", "expected_correct", "found_by"])
     sizes = [len(t) for t in columns["example"]]
     frame = pd.DataFrame({k: torch.cat(v).numpy() for k, v in columns.items()})
     for pos, name in ((2, "attack"), (3, "eps"), (4, "norm")):
         values = [key[pos - 2] for key, n in zip(keys, sizes, strict=True) for _ in range(n)]
         frame.insert(pos, name, values)
     for col in ("example", "label", "clean_prediction", "prediction", "target"):
-        if col in frame:
-            frame[col] = frame[col].astype(int)
-    clean = frame.drop_duplicates("example").assign(attack="clean", eps=0.0, norm="")
-    per_example = frame[frame["attack"] != ""].drop(columns="_clean_expected") \
-        .reset_index(drop=True)
-    if "linf" in per_example:
-        per_example["found_by"] = found_by
-    group = ["attack", "eps", "norm"]
-    summary = pd.concat([
-        _summarize(clean, group, "clean_correct", "_clean_expected"),
-        _summarize(per_example, group, "correct", "expected_correct"),
-    ], ignore_index=True)
-    summary["n_passes"] = n_passes
-    summary["stochastic"] = stochastic
-    summary["early_exit"] = early_exit
-    summary["seconds"] = [seconds.get((a, float(e)), 0.0)
-                          for a, e in zip(summary["attack"], summary["eps"], strict=True)]
-    per_class = pd.concat([
-        _summarize(clean, [*group, "label"], "clean_correct", "_clean_expected"),
-        _summarize(per_example, [*group, "label"], "correct", "expected_correct"),
-    ], ignore_index=True).rename(columns={"label": "class_index"})
-    order = {(a, e): i for i, (a, e) in enumerate(zip(summary["attack"], summary["eps"],
-                                                       strict=True))}
-    per_class["_order"] = [order[(a, e)] for a, e in zip(per_class["attack"], per_class["eps"],
-                                                         strict=True)]
-    per_class = per_class.sort_values(["_order", "class_index"], kind="stable") \
-        .drop(columns="_order").reset_index(drop=True)
-    per_class.insert(4, "class_name", [data.class_names[int(c)] for c in per_class["class_index"]])
-    return RobustnessResults(summary, per_class, per_example, stochastic)
+        frame[col] = frame[col].astype(int)
+    frame["found_by"] = found_by
+    return frame
 
 
 def worst_case(per_example: pd.DataFrame) -> pd.DataFrame:

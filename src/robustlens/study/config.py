@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from robustlens.attacks import Attack, check_eps
@@ -20,6 +21,7 @@ from robustlens.study.attack_types import ATTACK_TYPES
 from robustlens.training import AdversarialTraining, TrainConfig
 
 if TYPE_CHECKING:
+    from robustlens.data import Dataset
     from robustlens.study.analyses import AnalysisOptions, ComparisonOptions
     from robustlens.study.photos import PhotosConfig
 
@@ -84,6 +86,27 @@ class DataConfig:
     resize: int = 256
     crop: int = 224
     classes: int | tuple[int | str, ...] | str | None = None
+
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the images this config gives, known without reading them."""
+        if self.dataset == "imagenet":
+            return (3, self.crop, self.crop)
+        return (1, 8, 8) if self.dataset == "digits" else (1, 28, 28)
+
+    def build(self) -> Dataset:
+        """The images this config describes: the split (its ``classes`` only, if given), every
+        ``ds_factor``-th image of it, then
+        ``n_per_class`` per class (drawn with ``seed``); the one place a study's data is made."""
+        from robustlens.data import class_balanced_indices, load_dataset
+
+        data = load_dataset(self.dataset, self.split, self.root, resize=self.resize, crop=self.crop,
+                            classes=self.classes, seed=self.seed)
+        if self.ds_factor > 1:  # VOneNet's DS_factor: every k-th image of the split
+            data = data.subset(torch.arange(0, len(data), self.ds_factor))
+        if self.n_per_class is not None:
+            data = data.subset(class_balanced_indices(data.labels, self.n_per_class, self.seed,
+                                                      data.num_classes))
+        return data
 
 
 @dataclass(frozen=True)

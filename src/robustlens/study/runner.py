@@ -34,23 +34,19 @@ import torch
 from torch import nn
 
 from robustlens._io import atomic_path, atomic_write_text
-from robustlens.activations import record
-from robustlens.attacks import eval_mode, is_stochastic
-from robustlens.data import Dataset, class_balanced_indices, load_dataset
+from robustlens.attacks import eval_mode
+from robustlens.data import Dataset
 from robustlens.errors import ConfigError
-from robustlens.evaluation import AccuracyCounter, expected_correct
+from robustlens.evaluation import accuracy_tables
 from robustlens.study.analyses import (
     ANALYSES,
     COMPARISONS,
-    AnalysisBatch,
-    CleanBatch,
     StudyAnalysis,
-    condition_key,
-    condition_str,
     load_plugins,
 )
+from robustlens.study.batch import ModelState, ModelWork, run_batch
 from robustlens.study.checkpoints import FinishedModel, ResumeStore, config_fingerprint
-from robustlens.study.config import StudyConfig
+from robustlens.study.config import ModelConfig, StudyConfig
 from robustlens.study.distributed import World, join_world, leave_world
 from robustlens.study.models import default_cache_dir, obtain_model
 
@@ -206,47 +202,6 @@ class _Run:
                 _write_parquet(df, self.results / f"{name}.parquet")
 
 
-class _ModelState:
-    """One model's running sums on this worker: accuracy counts and every analysis' reducers.
-
-    Checkpointed for resuming, and merged across workers on rank 0.
-    """
-
-    def __init__(self, keys: list[tuple[str, float]], num_classes: int, analyses: list[StudyAnalysis]) -> None:
-        self.num_classes = num_classes
-        self.counters = {key: AccuracyCounter(num_classes) for key in keys}
-        self.expected = dict.fromkeys(keys, 0.0)
-        self.analyses = analyses
-        self.batches_done = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"batches_done": self.batches_done,
-                "counters": {condition_str(k): c.state_dict() for k, c in self.counters.items()},
-                "expected": {condition_str(k): v for k, v in self.expected.items()},
-                "analyses": {a.name: a.state_dict() for a in self.analyses}}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.batches_done = int(state["batches_done"])
-        for text, counter_state in state["counters"].items():
-            self.counters[condition_key(text)].load_state_dict(counter_state)
-        self.expected = {condition_key(k): float(v) for k, v in state["expected"].items()}
-        for analysis in self.analyses:
-            analysis.load_state_dict(state["analyses"][analysis.name])
-
-    def merge_state(self, state: dict[str, Any]) -> None:
-        """Add another worker's sums (its :meth:`state_dict`)."""
-        for text, counter_state in state["counters"].items():
-            other = AccuracyCounter(self.num_classes)
-            other.load_state_dict(counter_state)
-            self.counters[condition_key(text)].merge(other)
-        for text, value in state["expected"].items():
-            self.expected[condition_key(text)] += float(value)
-        for analysis in self.analyses:
-            twin = type(analysis)(analysis.model_name, analysis.model, analysis.class_names, analysis.options)
-            twin.load_state_dict(state["analyses"][analysis.name])
-            analysis.merge(twin)
-
-
 def _with_severity(df: pd.DataFrame, corruptions: set[str]) -> pd.DataFrame:
     """A table with a ``severity`` column: a corruption's conditions carry their severity in the
     runner's eps slot; in the tables their ``eps`` is NaN (a corruption has no radius)."""
@@ -261,55 +216,15 @@ def _with_severity(df: pd.DataFrame, corruptions: set[str]) -> pd.DataFrame:
     return out
 
 
-def _batch_seeds(seed: int, index: int) -> tuple[int, int, int]:
-    """Seeds of batch ``index``: model noise, the global RNG, the attacks' generator.
-
-    Each batch's randomness depends on its index only, so a batch gives the same numbers in a
-    resumed run and on whichever worker runs it.
-    """
-    base = seed * 1_000_003 + index
-    return base, base ^ 0x2545F491, base ^ 0x5DEECE66
-
-
 def _evaluate_model(run: _Run, name: str, model: nn.Module, data: Dataset,
-                    analyses: list[StudyAnalysis], tick: Callable[[], None]) -> _ModelState | None:
+                    analyses: list[StudyAnalysis], tick: Callable[[], None]) -> ModelState | None:
     """Evaluate ``model`` on this worker's batches; on rank 0 return the merged sums."""
     config, world = run.config, run.world
-    layer_sets = [a.layers() for a in analyses]
-    layers: list[str] | None
-    if any(s is None for s in layer_sets):
-        layers = None
-    else:
-        layers = sorted({layer for s in layer_sets for layer in (s or [])})
-    want_record = layers is None or bool(layers)
     attacks = [(a.name, eps, a.build(eps, run.get_model(a.surrogate) if a.surrogate else None))
                for a in config.attacks for eps in a.eps]
     keys = [("clean", 0.0)] + [(a_name, eps) for a_name, eps, _ in attacks]
-    state = _ModelState(keys, data.num_classes, analyses)
-    rng_devices = [run.device] if run.device.type == "cuda" else []
-    with eval_mode(model), torch.random.fork_rng(devices=rng_devices):
-        torch.manual_seed(config.seed)
-        probe, _ = data.get_batch(torch.arange(min(2, len(data))))
-        stochastic = is_stochastic(model, probe.to(run.device))
-    # Early exit (an example already misclassified keeps its adversarial image and leaves the
-    # batch) saves most of the compute of a robust-accuracy evaluation, but it stops those
-    # perturbations early: it is used only when no analysis looks at adversarial activations,
-    # and never for a stochastic model (its accuracy is read from a fresh pass).
-    early_stop = not stochastic and not want_record
-    n_passes = run.config.expected_passes if stochastic else 1
-
-    def forward(x: torch.Tensor, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        # Every pass of one batch (clean, and each attack x eps) starts from the same seed, so a
-        # stochastic model (a VOneNet) draws the same noise for the clean and adversarial images
-        # and the comparison measures the perturbation, not the noise.
-        with torch.inference_mode(), torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(seed)
-            if not want_record:
-                return model(x), {}
-            with record(model, layers) as rec:
-                logits = model(x)
-            return logits, dict(rec)
-
+    state = ModelState(keys, data.num_classes, analyses)
+    work = ModelWork.prepare(model, data, attacks, analyses, run.device, config)
     n = len(data)
     n_batches = (n + config.batch_size - 1) // config.batch_size
     mine = [b for b in range(n_batches) if world.owns(b)]
@@ -333,29 +248,7 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: Dataset,
             x, y = pending.result()
             if position + 1 < len(todo):  # decode the next batch while this one is attacked
                 pending = reader.submit(data.get_batch, indices(todo[position + 1]))
-            x, y = x.to(run.device), y.to(run.device)
-            noise_seed, rng_seed, attack_seed = _batch_seeds(config.seed, index)
-            with torch.random.fork_rng(devices=rng_devices):
-                torch.manual_seed(rng_seed)
-                generator = torch.Generator(device=run.device).manual_seed(attack_seed)
-                logits, acts = forward(x, noise_seed)
-                state.counters[("clean", 0.0)].update(logits.argmax(1), y)
-                if n_passes > 1:
-                    state.expected[("clean", 0.0)] += float(expected_correct(model, x, y, n_passes).sum())
-                clean = CleanBatch(x, y, logits, acts, index=index, offset=index * config.batch_size)
-                for analysis in analyses:
-                    analysis.update_clean(clean)
-                for a_name, eps, attack in attacks:
-                    result = attack.run(model, x, y, generator=generator, early_stop=early_stop)
-                    x_adv = result.adversarial
-                    adv_logits, adv_acts = forward(x_adv, noise_seed)
-                    state.counters[(a_name, eps)].update(adv_logits.argmax(1), y)
-                    if n_passes > 1:
-                        state.expected[(a_name, eps)] += float(expected_correct(model, x_adv, y, n_passes).sum())
-                    batch = AnalysisBatch(a_name, eps, clean, x_adv, adv_logits, adv_acts, attack.norm, result)
-                    for analysis in analyses:
-                        analysis.update(batch)
-                    tick()
+            run_batch(work, state, x, y, index, tick)
             tick()
             state.batches_done += 1
             due = time.monotonic() - last_save >= config.checkpoint_every or position + 1 == len(todo)
@@ -366,7 +259,7 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: Dataset,
                     resumable = False
                     log.warning("%s: no resume points for this model (%s)", name, err)
                 last_save = time.monotonic()
-    run.manifest.setdefault("stochastic", {})[name] = stochastic
+    run.manifest.setdefault("stochastic", {})[name] = work.stochastic
     if world.distributed:
         states = world.gather(state.state_dict())
         if not world.is_main:
@@ -375,12 +268,9 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: Dataset,
         for other in states[1:]:
             state.merge_state(other)
     norms = {(a_name, eps): attack.norm for a_name, eps, attack in attacks}
-    for key, counter in state.counters.items():
-        row = counter.result().iloc[0].to_dict()
-        total = state.expected[key] / max(row["n_images"], 1)
-        row["expected_accuracy"] = total if n_passes > 1 else row["accuracy"]
-        run.accuracy.append({"model": name, "attack": key[0], "eps": key[1], "norm": norms.get(key, ""),
-                             **row, "stochastic": stochastic, "n_passes": n_passes})
+    summary, _ = accuracy_tables({(a, e, norms.get((a, e), "")): c for (a, e), c in state.counters.items()})
+    for row in summary.to_dict("records"):
+        run.accuracy.append({"model": name, **row, "stochastic": work.stochastic, "n_passes": work.n_passes})
     return state
 
 
@@ -450,6 +340,48 @@ def _obtain_in_turn(run: _Run, names: list[str]) -> None:
             run.get_model(n)
 
 
+def _run_model(run: _Run, mc: ModelConfig, data: Dataset, n_ticks: int) -> None:
+    """Obtain one model, evaluate it on this worker's batches and, on rank 0, keep its tables
+    and mark it finished."""
+    from tqdm.auto import tqdm
+
+    assert run.store is not None
+    t0 = time.perf_counter()
+    _obtain_in_turn(run, [mc.name] + [a.surrogate for a in run.config.attacks if a.surrogate])
+    model = run.get_model(mc.name)
+    info = run.model_info[mc.name]
+    t_model = time.perf_counter() - t0
+    analyses = [_build_analysis(run.config, k, mc.name, model, data.class_names) for k in run.config.analyses]
+    t0 = time.perf_counter()
+    with tqdm(total=n_ticks, disable=not run.progress, desc=f"attacking {mc.name}",
+              unit="unit", leave=False) as bar:
+        state = _evaluate_model(run, mc.name, model, data, analyses, lambda: bar.update(1))
+    if mc.name not in {a.surrogate for a in run.config.attacks}:
+        run.models.pop(mc.name, None)  # keep only surrogates of transfer attacks
+    if state is None:  # a worker other than rank 0: its sums went to rank 0
+        return
+    analyses_s: dict[str, float] = {}
+    timings = {"model_s": t_model, "evaluate_s": time.perf_counter() - t0, "analyses_s": analyses_s}
+    run.manifest["timings"][mc.name] = timings
+    model_row = {"model": mc.name, "architecture": mc.architecture, **{
+        k: v for k, v in info.items() if k != "path"}, "path": info.get("path")}
+    run.model_rows.append(model_row)
+    tables_of: dict[str, dict[str, pd.DataFrame]] = {}
+    for analysis in analyses:
+        t0 = time.perf_counter()
+        tables = analysis.tables()
+        analyses_s[analysis.name] = time.perf_counter() - t0
+        for tname, df in tables.items():
+            df = df.copy()
+            df.insert(0, "model", mc.name)
+            tables_of.setdefault(analysis.name, {})[tname] = df
+            run.analysis_tables.setdefault(analysis.name, {}).setdefault(tname, []).append(df)
+    accuracy = pd.DataFrame([r for r in run.accuracy if r["model"] == mc.name])
+    run.store.save_finished(mc.name, FinishedModel(accuracy, model_row, tables_of, timings))
+    run.save_tables()
+    run.write_manifest()
+
+
 def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path | None = None,
               progress: bool = False, config_text: str | None = None,
               device: str | None = None, fresh: bool = False, data: Dataset | None = None) -> StudyResult:
@@ -473,13 +405,11 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
     Raises:
         ConfigError: ``run_dir`` holds checkpoints of another config (and not ``fresh``).
     """
-    from tqdm.auto import tqdm
 
-    from robustlens.study.preflight import check_layers, check_paths
+    from robustlens.study.preflight import preflight
 
     load_plugins()
-    check_paths(config, check_data=data is None)  # every path, before any work starts
-    check_layers(config)  # every analysis' layers, on the models built without weights
+    preflight(config, run_dir, data=data)  # the run folder, files, shapes and layers: before any work
     run_dir = Path(run_dir)
     world = join_world()
     config_dict = _config_dict(config)
@@ -515,15 +445,7 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
     try:
         t0 = time.perf_counter()
         if data is None:
-            full = load_dataset(config.data.dataset, config.data.split, config.data.root,
-                                resize=config.data.resize, crop=config.data.crop,
-                                classes=config.data.classes, seed=config.data.seed)
-            if config.data.ds_factor > 1:  # VOneNet's DS_factor: every k-th image of the split
-                full = full.subset(torch.arange(0, len(full), config.data.ds_factor))
-            if config.data.n_per_class is not None:
-                full = full.subset(class_balanced_indices(full.labels, config.data.n_per_class,
-                                                          config.data.seed, full.num_classes))
-            data = full
+            data = config.data.build()
         run.manifest["data"] = {"name": data.name, "n_images": len(data),
                                 "n_classes": len(torch.unique(data.labels)),
                                 "n_per_class": config.data.n_per_class, "ds_factor": config.data.ds_factor}
@@ -536,40 +458,7 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
                 if world.is_main:
                     run.restore(mc.name, finished[mc.name])
                 continue
-            t0 = time.perf_counter()
-            _obtain_in_turn(run, [mc.name] + [a.surrogate for a in config.attacks if a.surrogate])
-            model = run.get_model(mc.name)
-            info = run.model_info[mc.name]
-            t_model = time.perf_counter() - t0
-            analyses = [_build_analysis(config, k, mc.name, model, data.class_names) for k in config.analyses]
-            t0 = time.perf_counter()
-            with tqdm(total=n_units * n_mine, disable=not run.progress, desc=f"attacking {mc.name}",
-                      unit="unit", leave=False) as bar:
-                state = _evaluate_model(run, mc.name, model, data, analyses, lambda: bar.update(1))
-            if mc.name not in {a.surrogate for a in config.attacks}:
-                run.models.pop(mc.name, None)  # keep only surrogates of transfer attacks
-            if state is None:  # a worker other than rank 0: its sums went to rank 0
-                continue
-            analyses_s: dict[str, float] = {}
-            timings = {"model_s": t_model, "evaluate_s": time.perf_counter() - t0, "analyses_s": analyses_s}
-            run.manifest["timings"][mc.name] = timings
-            model_row = {"model": mc.name, "architecture": mc.architecture, **{
-                k: v for k, v in info.items() if k != "path"}, "path": info.get("path")}
-            run.model_rows.append(model_row)
-            tables_of: dict[str, dict[str, pd.DataFrame]] = {}
-            for analysis in analyses:
-                t0 = time.perf_counter()
-                tables = analysis.tables()
-                analyses_s[analysis.name] = time.perf_counter() - t0
-                for tname, df in tables.items():
-                    df = df.copy()
-                    df.insert(0, "model", mc.name)
-                    tables_of.setdefault(analysis.name, {})[tname] = df
-                    run.analysis_tables.setdefault(analysis.name, {}).setdefault(tname, []).append(df)
-            accuracy = pd.DataFrame([r for r in run.accuracy if r["model"] == mc.name])
-            store.save_finished(mc.name, FinishedModel(accuracy, model_row, tables_of, timings))
-            run.save_tables()
-            run.write_manifest()
+            _run_model(run, mc, data, n_units * n_mine)
         if world.is_main and config.comparisons:
             _compare_models(run)
         if world.is_main and config.photos is not None:

@@ -34,7 +34,7 @@ from torch import nn
 
 from robustlens.attacks import FGSM, PGD, Attack, perturbation_norm
 from robustlens.data.dataset import ImageDataset
-from robustlens.evaluation import AccuracyCounter
+from robustlens.evaluation import AccuracyCounter, accuracy_tables, topk_correct, worst_case
 from robustlens.evaluation.audit import audit_gradient_masking
 from robustlens.study.analyses.contract import (
     AnalysisBatch,
@@ -119,9 +119,17 @@ def per_class_small_multiples(df: pd.DataFrame, title: str = "") -> Figure:
     return fig
 
 
+def _norm_label(norm: str) -> str:
+    return {"inf": "L-inf", "2": "L2", "1": "L1", "none": "corruption"}.get(norm, f"L{norm}" if norm else "clean")
+
+
 @register_analysis
 class PerClassAnalysis(StudyAnalysis):
-    """Robust accuracy per class, for every attack x eps (and clean, eps 0)."""
+    """Robust accuracy per class, for every attack x eps (and clean, eps 0), with its norm.
+
+    Counted by :class:`~robustlens.evaluation.AccuracyCounter`, the reducer of the library's
+    :func:`~robustlens.evaluation.evaluate_robustness` and of the study's accuracy table.
+    """
 
     name = "per_class"
     title = "Robust accuracy per class"
@@ -136,26 +144,25 @@ class PerClassAnalysis(StudyAnalysis):
                  options: Any = None, **raw: Any) -> None:
         super().__init__(model_name, model, class_names, options, **raw)
         self._counters: dict[Key, AccuracyCounter] = {}
+        self._norms: dict[str, str] = {"clean": ""}
 
     def _counter(self, key: Key) -> AccuracyCounter:
         return self._counters.setdefault(key, AccuracyCounter(len(self.class_names)))
 
     def update_clean(self, batch: CleanBatch) -> None:
-        self._counter(("clean", 0.0)).update(batch.logits.argmax(1), batch.labels)
+        self._counter(("clean", 0.0)).update_logits(batch.logits, batch.labels)
 
     def update(self, batch: AnalysisBatch) -> None:
-        self._counter((batch.attack, batch.eps)).update(batch.logits.argmax(1),
-                                                        batch.clean.labels)
+        self._norms[batch.attack] = batch.norm
+        self._counter((batch.attack, batch.eps)).update_logits(batch.logits, batch.clean.labels)
 
     def tables(self) -> dict[str, pd.DataFrame]:
-        frames = []
-        for (attack, eps), counter in self._counters.items():
-            df = counter.per_class().query("n_images > 0").reset_index(drop=True)  # classes seen only
-            df.insert(0, "eps", eps)
-            df.insert(0, "attack", attack)
-            df.insert(3, "class_name", [self.class_names[i] for i in df["class_index"]])
-            frames.append(df)
-        return {"per_class": pd.concat(frames, ignore_index=True)} if frames else {}
+        if not self._counters:
+            return {}
+        keyed = {(a, e, self._norms.get(a, "")): c for (a, e), c in self._counters.items()}
+        _, per_class = accuracy_tables(keyed, self.class_names)
+        per_class = per_class[per_class["n_images"] > 0].reset_index(drop=True)  # classes seen only
+        return {"per_class": per_class}
 
     @classmethod
     def figures(cls, tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
@@ -166,20 +173,23 @@ class PerClassAnalysis(StudyAnalysis):
         return [(title, per_class_small_multiples(df, title))]
 
     def state_dict(self) -> dict[str, Any]:
-        return {condition_str(k): c.state_dict() for k, c in self._counters.items()}
+        return {"counters": {condition_str(k): c.state_dict() for k, c in self._counters.items()},
+                "norms": dict(self._norms)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._counters = {}
-        for key, value in state.items():
+        for key, value in state["counters"].items():
             self._counter(condition_key(key)).load_state_dict(value)
+        self._norms = dict(state["norms"])
 
     def merge(self, other: StudyAnalysis) -> None:
         assert isinstance(other, PerClassAnalysis)
         merge_keyed(self._counters, other._counters)
+        self._norms.update(other._norms)
 
 
-_EXAMPLE_COLUMNS = ("example", "label", "clean_prediction", "prediction", "linf", "l2", "l1",
-                    "found_by")
+_EXAMPLE_COLUMNS = ("example", "label", "clean_prediction", "prediction", "top5_correct",
+                    "linf", "l2", "l1", "found_by")
 
 
 @register_analysis
@@ -190,17 +200,21 @@ class PerExampleAnalysis(StudyAnalysis):
     ``success`` means misclassified; ``linf`` / ``l2`` / ``l1`` are the perturbation's norms
     (for an unbounded DeepFool, the minimal perturbation it found); ``found_by`` names, for an
     ensemble (AutoAttack), the stage of the cascade that broke the image (``"clean"``:
-    misclassified already; empty: none, and for other attacks). The worst case groups attacks
-    by eps: an image counts as robust at eps only if it survives every attack run there.
+    misclassified already; empty: none, and for other attacks). Every row carries its
+    attack's ``norm``; the worst case (:func:`robustlens.evaluation.worst_case`, the
+    library's) groups attacks by (norm, eps): an image counts as robust there only if it
+    survives every attack of that threat model, and attacks of different norms are never
+    merged.
     """
 
     name = "per_example"
     title = "Per-example results and the worst case over attacks"
     report_text = (
         "One row per image x attack x eps (clean and adversarial prediction, perturbation "
-        "norms), and the worst case over attacks: an image counts as robust at an eps only if it "
-        "survives every attack run there. The figure is that worst-case accuracy against eps, "
-        "one line per model: a lower bound on what a stronger adversary would leave, and the "
+        "norms, the attack's norm), and the worst case over attacks: an image counts as robust at "
+        "a (norm, eps) only if it survives every attack of that norm run there; norms are never "
+        "merged. The figure is that worst-case accuracy against eps, one line per model and norm: "
+        "a lower bound on what a stronger adversary would leave, and the "
         "number to quote.")
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
@@ -208,6 +222,7 @@ class PerExampleAnalysis(StudyAnalysis):
         super().__init__(model_name, model, class_names, options, **raw)
         self._rows: dict[Key, list[torch.Tensor]] = {}
         self._stages: list[str] = [""]  # found_by names; rows hold their index
+        self._norms: dict[str, str] = {}
 
     def _stage_code(self, name: str) -> int:
         if name not in self._stages:
@@ -223,10 +238,12 @@ class PerExampleAnalysis(StudyAnalysis):
                              else [0] * y.shape[0], dtype=torch.float64)
         row = torch.stack([index.double(), y.double(), batch.clean.logits.argmax(1).double(),
                            batch.logits.argmax(1).double(),
+                           topk_correct(batch.logits, y).double(),
                            perturbation_norm(delta, "inf").double(),
                            perturbation_norm(delta, "2").double(),
                            perturbation_norm(delta, "1").double()], dim=1).cpu()
         row = torch.cat([row, codes[:, None]], dim=1)
+        self._norms[batch.attack] = batch.norm
         self._rows.setdefault((batch.attack, batch.eps), []).append(row)
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -237,6 +254,7 @@ class PerExampleAnalysis(StudyAnalysis):
             df = pd.DataFrame(table.numpy(), columns=list(_EXAMPLE_COLUMNS))
             df.insert(2, "attack", attack)
             df.insert(3, "eps", eps)
+            df.insert(4, "norm", self._norms.get(attack, ""))
             frames.append(df)
         if not frames:
             return {}
@@ -244,29 +262,32 @@ class PerExampleAnalysis(StudyAnalysis):
         for col in ("example", "label", "clean_prediction", "prediction"):
             df[col] = df[col].astype(int)
         df["found_by"] = [self._stages[int(c)] for c in df["found_by"]]
+        df["top5_correct"] = df["top5_correct"].astype(bool)
         df["clean_correct"] = df["clean_prediction"] == df["label"]
         df["correct"] = df["prediction"] == df["label"]
         df["success"] = ~df["correct"]
-        worst = df.groupby(["example", "label", "eps"], sort=True).agg(
-            n_attacks=("attack", "size"), correct=("correct", "all")).reset_index()
-        return {"per_example": df, "worst_case": worst}
+        return {"per_example": df, "worst_case": worst_case(df)}
 
     @classmethod
     def figures(cls, tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
         df = tables.get("worst_case")
         if df is None or df.empty:
             return []
-        acc = df.groupby(["model", "eps"])["correct"].mean().rename("accuracy").reset_index()
-        title = "Worst case over attacks: accuracy against eps"
-        return [(title, _accuracy_vs_eps_figure(acc, "model", title))]
+        if "norm" not in df:
+            df = df.assign(norm="")
+        acc = df.groupby(["model", "norm", "eps"])["correct"].mean().rename("accuracy").reset_index()
+        acc["curve"] = [f"{m} ({_norm_label(n)})" for m, n in zip(acc["model"], acc["norm"], strict=True)]
+        title = "Worst case over attacks of each norm: accuracy against eps"
+        return [(title, _accuracy_vs_eps_figure(acc, "curve", title))]
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": {condition_str(k): torch.cat(r) for k, r in self._rows.items()},
-                "stages": list(self._stages)}
+                "stages": list(self._stages), "norms": dict(self._norms)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._rows = {condition_key(k): [v] for k, v in state["rows"].items()}
         self._stages = list(state.get("stages", [""]))
+        self._norms = dict(state["norms"])
 
     def merge(self, other: StudyAnalysis) -> None:
         assert isinstance(other, PerExampleAnalysis)
@@ -279,6 +300,7 @@ class PerExampleAnalysis(StudyAnalysis):
                 r[:, -1] = remap[r[:, -1].long()]
                 moved.append(r)
             self._rows.setdefault(key, []).extend(moved)
+        self._norms.update(other._norms)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,263 @@
+"""What a study will do, before it does it: ``robustlens study CONFIG --plan``.
+
+:func:`plan_study` counts, per model and attack x eps, the images, forward and backward
+passes (in images through the model: a batch of 50 is 50), times one real batch on this
+device and predicts the run's time, peak memory and disk. Nothing is trained and nothing is
+written: each model is its architecture with fresh weights (pass counts and compute do not
+depend on the weights).
+
+How exact each figure is:
+
+* passes: counted by hooks while the attack runs on one real batch with early exit off,
+  then scaled by the number of images. Exact for attacks whose work per image does not
+  depend on the weights (FGSM, PGD, EOT and restarts included) when the study runs without
+  early exit (a stochastic model, or an analysis recording activations); an upper bound
+  with early exit on, and for attacks that stop once they succeed (DeepFool).
+* time: the timed batch's seconds, scaled by the number of batches (an estimate; the first
+  batch also pays warm-up costs, so it errs high).
+* peak memory: measured on the timed batch on CUDA (``torch.cuda.max_memory_allocated``);
+  on the CPU, parameters plus the largest batch's activations recorded, an estimate.
+* disk: trained models' weights in the cache, the per-example rows (if that analysis is
+  on) and the recorded activations kept by no analysis (none): an estimate of the order
+  of magnitude, not a byte count.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from torch import nn
+
+from robustlens.attacks import eval_mode, is_stochastic
+from robustlens.data import Dataset
+from robustlens.study.config import StudyConfig
+
+__all__ = ["PassCounter", "StudyPlan", "count_passes", "plan_study"]
+
+_PROBE_IMAGES = 2  # the runner's stochasticity probe: two passes of its first images
+
+
+@dataclass
+class PassCounter:
+    """Images through a model, forward and backward (see :func:`count_passes`).
+
+    Attributes:
+        forward: images passed forward.
+        backward: images whose gradient was propagated back through the model.
+    """
+
+    forward: int = 0
+    backward: int = 0
+
+
+@contextmanager
+def count_passes(model: nn.Module) -> Iterator[PassCounter]:
+    """Count images passing through ``model`` forward and backward while the block runs.
+
+    A forward of a (B, ...) batch adds B; a backward through that output adds B. Meta
+    tensors are not counted.
+
+    Args:
+        model: the module whose calls are counted (the whole classifier).
+    """
+    counter = PassCounter()
+
+    def on_forward(_module: nn.Module, inputs: tuple, output: object) -> None:
+        x = inputs[0] if inputs else None
+        if not isinstance(x, torch.Tensor) or x.is_meta:
+            return
+        b = int(x.shape[0])
+        counter.forward += b
+        if isinstance(output, torch.Tensor) and output.requires_grad:
+            def on_backward(grad: torch.Tensor) -> None:
+                counter.backward += b
+            output.register_hook(on_backward)
+
+    handle = model.register_forward_hook(on_forward)
+    try:
+        yield counter
+    finally:
+        handle.remove()
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What a study will run.
+
+    Attributes:
+        rows: one row per model x unit (``clean``, each attack x eps): ``model, attack, eps,
+            norm, n_images, forward, backward, early_exit, exact, seconds`` (forward and
+            backward in images through the model; ``exact`` False: an upper bound).
+        models: one row per model: ``model, n_images, n_batches, forward, backward,
+            seconds, peak_memory_bytes, memory_measured, disk_bytes``.
+        device: where it was timed.
+    """
+
+    rows: pd.DataFrame
+    models: pd.DataFrame
+    device: str
+
+    def text(self) -> str:
+        """The plan as a plain-text report."""
+        lines = [f"Plan (timed on {self.device}; passes in images through the model):", ""]
+        lines.append(self.rows.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        lines.append("")
+        m = self.models.copy()
+        m["peak_memory"] = [_size(b) + ("" if measured else " (est.)")
+                            for b, measured in zip(m["peak_memory_bytes"], m["memory_measured"], strict=True)]
+        m["disk"] = [_size(b) + " (est.)" for b in m["disk_bytes"]]
+        m["time"] = [_duration(s) + " (est.)" for s in m["seconds"]]
+        lines.append(m[["model", "n_images", "n_batches", "forward", "backward", "time", "peak_memory",
+                        "disk"]].to_string(index=False))
+        total = float(self.models["seconds"].sum())
+        lines += ["", f"Total: {int(self.models['forward'].sum())} forward and "
+                  f"{int(self.models['backward'].sum())} backward image passes, about {_duration(total)}, "
+                  f"about {_size(int(self.models['disk_bytes'].sum()))} on disk."]
+        return "\n".join(lines)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _duration(s: float) -> str:
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def _record_layers(config: StudyConfig, model: nn.Module, class_names: tuple[str, ...]) -> list[str] | None:
+    from robustlens.study.runner import _build_analysis  # noqa: PLC0415  (one definition)
+
+    sets = [_build_analysis(config, k, "plan", model, class_names).layers() for k in config.analyses]
+    if any(s is None for s in sets):
+        return None
+    return sorted({layer for s in sets for layer in (s or [])})
+
+
+def _measure(attack: object, model: nn.Module, x: torch.Tensor, y: torch.Tensor, dev: torch.device,
+             seed: int) -> tuple[int, int, float]:
+    """Passes (forward, backward) and seconds of one attack unit on one batch, as the runner runs it:
+    the attack (early exit off), then a fresh forward of the adversarial images."""
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    t0 = time.perf_counter()
+    with eval_mode(model), count_passes(model) as counted:
+        result = attack.run(model, x, y, generator=generator, early_stop=False)  # type: ignore[attr-defined]
+        with torch.inference_mode():
+            model(result.adversarial)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return counted.forward, counted.backward, time.perf_counter() - t0
+
+
+def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str | None = None) -> StudyPlan:
+    """Count and time what :func:`~robustlens.study.run_study` would do, without doing it.
+
+    Args:
+        config: a validated study config.
+        data: the images used instead of ``config.data``.
+        device: overrides ``config.device``.
+
+    Returns:
+        The plan (see :class:`StudyPlan`; its :meth:`StudyPlan.text` prints it).
+    """
+    from robustlens.activations import record
+    from robustlens.study.models import build_seeded
+    from robustlens.study.runner import resolve_device
+
+    dev = resolve_device(device or config.device)
+    data = data if data is not None else config.data.build()
+    n = len(data)
+    bs = config.batch_size
+    n_batches = (n + bs - 1) // bs
+    x, y = data.get_batch(torch.arange(min(bs, n)))
+    sizes = [min(bs, n - i * bs) for i in range(n_batches)]
+    x, y = x.to(dev), y.to(dev)
+    rows, model_rows = [], []
+    surrogates: dict[str, nn.Module] = {}
+    for mc in config.models:
+        options = dict(mc.options)
+        options.pop("pretrained", None)
+        model = build_seeded(mc.architecture, options, mc.seed).to(dev).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        layers = _record_layers(config, model, tuple(data.class_names))
+        want_record = layers is None or bool(layers)
+        with eval_mode(model):
+            stochastic = is_stochastic(model, x[:_PROBE_IMAGES])
+        early_exit = not stochastic and not want_record
+        n_passes = config.expected_passes if stochastic else 1
+        # the runner's own forwards, per image: one fresh pass (+ expected-accuracy passes)
+        own = 1 + (n_passes if n_passes > 1 else 0)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            torch.cuda.reset_peak_memory_stats(dev)
+        t0 = time.perf_counter()
+        recorded_bytes = 0
+        with eval_mode(model), torch.inference_mode():
+            if want_record:
+                with record(model, layers) as rec:
+                    model(x)
+                recorded_bytes = sum(t.numel() * t.element_size() for t in dict(rec).values())
+            else:
+                model(x)
+        clean_s = time.perf_counter() - t0
+        model_forward = _PROBE_IMAGES * 2 if n else 0
+        model_forward += own * n
+        model_backward = 0
+        rows.append({"model": mc.name, "attack": "clean", "eps": 0.0, "norm": "", "n_images": n,
+                     "forward": own * n, "backward": 0, "early_exit": False, "exact": True,
+                     "seconds": clean_s * n_batches})
+        seconds = clean_s * n_batches
+        for a in config.attacks:
+            surrogate = None
+            if a.surrogate:
+                if a.surrogate not in surrogates:
+                    smc = next(m for m in config.models if m.name == a.surrogate)
+                    sopts = dict(smc.options)
+                    sopts.pop("pretrained", None)
+                    surrogates[a.surrogate] = build_seeded(smc.architecture, sopts, smc.seed).to(dev).eval()
+                surrogate = surrogates[a.surrogate]
+            for eps in a.eps:
+                attack = a.build(eps, surrogate)
+                f1, b1, unit_s = _measure(attack, model, x, y, dev, config.seed)
+                b_1 = len(x)
+                if len(x) >= 4:  # passes = per image x images + per batch (e.g. a stochasticity probe)
+                    half = len(x) // 2
+                    f2, b2, _ = _measure(attack, model, x[:half], y[:half], dev, config.seed)
+                    b_2 = half
+                    fa, ba = (f1 - f2) / (b_1 - b_2), (b1 - b2) / (b_1 - b_2)
+                    fc, bc = f1 - fa * b_1, b1 - ba * b_1
+                else:
+                    fa, ba, fc, bc = f1 / b_1, b1 / b_1, 0.0, 0.0
+                forward = round(sum(fa * b + fc for b in sizes)) + (own - 1) * n
+                backward = round(sum(ba * b + bc for b in sizes))
+                exact = not early_exit and type(attack).__name__ not in ("DeepFool",)
+                rows.append({"model": mc.name, "attack": a.name, "eps": float(eps), "norm": attack.norm,
+                             "n_images": n, "forward": forward, "backward": backward,
+                             "early_exit": early_exit, "exact": exact, "seconds": unit_s * n_batches})
+                model_forward += forward
+                model_backward += backward
+                seconds += unit_s * n_batches
+        if dev.type == "cuda":
+            peak, measured = int(torch.cuda.max_memory_allocated(dev)), True
+        else:
+            params = sum(p.numel() * p.element_size() for p in model.parameters())
+            peak, measured = params + 3 * recorded_bytes + x.numel() * x.element_size() * 4, False
+        disk = 0
+        if mc.train is not None:
+            disk += sum(p.numel() * p.element_size() for p in model.parameters())
+        if "per_example" in config.analyses:
+            disk += 60 * n * sum(len(a.eps) for a in config.attacks)
+        disk += 200_000  # tables, figures, report
+        model_rows.append({"model": mc.name, "n_images": n, "n_batches": n_batches, "forward": model_forward,
+                           "backward": model_backward, "seconds": seconds, "peak_memory_bytes": peak,
+                           "memory_measured": measured, "disk_bytes": disk})
+    return StudyPlan(pd.DataFrame(rows), pd.DataFrame(model_rows), str(dev))
