@@ -19,8 +19,8 @@ from typing import Any, NoReturn
 
 import torch
 
-from robustlens._io import check_output_dir, check_output_file
 from robustlens.errors import ConfigError, OutputError, RobustlensError
+from robustlens.io import check_output_dir, check_output_file
 from robustlens.visualization import cli as _visualize
 
 __all__ = ["main"]

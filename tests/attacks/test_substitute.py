@@ -104,7 +104,7 @@ def test_a_cache_dir_trains_once_across_attack_objects(digits_model, split, tmp_
     target = _BlackBox(digits_model)
     first = Substitute(FGSM(eps=0.1), rounds=1, epochs=2, n_seed=50, cache_dir=str(tmp_path))(target, x, y)
     queries = target.queries
-    assert queries == 50 * 2 + 1
+    assert queries == 50 * 2 + 1 + 1  # labels of 100 images, the final verdict, and the input check's one probe
     again = Substitute(FGSM(eps=0.1), rounds=1, epochs=2, n_seed=50, cache_dir=str(tmp_path))(target, x, y)
     assert target.queries == queries  # the second object found the substitute on disk
     assert torch.equal(first, again)

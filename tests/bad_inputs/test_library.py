@@ -1,7 +1,7 @@
 """Bad library calls: RobustlensErrors (one line), never torch's own exceptions.
 
 Attacks, robust-accuracy evaluation, saliency and training share one input check
-(``robustlens._validation.check_model_input``); an empty batch is a no-op.
+(``robustlens.validation.check_model_input``); an empty batch is a no-op.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import torch
 from _bad_inputs import LibError
 from torch import nn
 
-from robustlens._io import check_output_dir, check_output_file
 from robustlens.attacks import FGSM, PGD, DeepFool, RandomNoise, Transfer
 from robustlens.data import ImageDataset
 from robustlens.errors import ConfigError, DataError, OutputError
 from robustlens.evaluation import robust_accuracy
+from robustlens.io import check_output_dir, check_output_file
 from robustlens.models import create_model
 from robustlens.training import AdversarialTraining, TrainConfig, train_model
 from robustlens.visualization import Saliency

@@ -141,7 +141,7 @@ def test_bad_option_values_are_refused_when_parsed(name: str) -> None:
         if field.metadata.get("check") is None:
             continue
         with pytest.raises(ConfigError, match=rf"\[analyses.{name}\].{field.name} must .*received"):
-            parse_options(schema, {field.name: {"not": "valid"}}, f"[analyses.{name}]")
+            parse_options(schema, {field.name: [{"not": "valid"}]}, f"[analyses.{name}]")
 
 
 @pytest.mark.parametrize("name", sorted(ANALYSES))

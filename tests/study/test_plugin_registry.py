@@ -132,7 +132,8 @@ def test_wrong_layers_fail_before_any_model_is_trained(tmp_path: Path) -> None:
                            "analyses": {"sensitivity": {"layers": "type:ReLU"},
                                         "rsa": {"layers": ["features.1", "featurs.4"]},
                                         "manifolds": {"layer": "no_such_layer"}}})
-    with pytest.raises(ConfigError, match=r"4 analyses name layers.*'trained'.*\[analyses.rsa\].layers.*"
+    with pytest.raises(ConfigError, match=r"4 models cannot take the data or lack the layers.*'trained'.*"
+                                          r"\[analyses.rsa\].layers.*"
                                           r"featurs.4.*\[analyses.manifolds\].layer"):
         run_study(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()  # refused before anything was written

@@ -11,7 +11,7 @@ only from the ``generator`` passed to the call, or from one seeded with the atta
 :meth:`Attack.run` returns an :class:`AttackResult` with the per-example success and
 perturbation norms; calling the attack returns just the images.
 
-Inputs are checked before any work (see :func:`robustlens._validation.check_model_input`):
+Inputs are checked before any work (see :func:`robustlens.validation.check_model_input`):
 images float (B, C, H, W) in [0, 1] with the model's dtype and device, labels (B,) class
 indices within the model's classes, an image size the model runs on, and ``eps`` within its
 threat model for that image size (L2 at most ``sqrt(C*H*W)``, L1 at most ``C*H*W``). An empty
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from robustlens._validation import check_images, check_labels, check_model_input
 from robustlens.attacks._threat import NORMS, Norm, perturbation_norm
 from robustlens.errors import ConfigError
+from robustlens.validation import check_images, check_labels, check_model_input
 
 __all__ = ["Attack", "AttackResult", "Outcome", "check_eps", "check_norm", "max_eps", "check_positive_int"]
 
@@ -67,8 +67,9 @@ def check_eps(eps: float, *, allow_inf: bool = False, norm: str = "inf", n_featu
     if math.isinf(eps):
         return
     if norm == "inf" and eps > 1:
-        raise ConfigError(f"an L-inf eps must be <= 1 (pixels are in [0, 1], so eps is a fraction of the "
-                          f"pixel range, e.g. 8/255 = {8 / 255:.4f}); received {eps!r}. Did you mean {eps}/255?")
+        raise ConfigError(f"an L-inf eps must be <= 1 in pixel units (pixels are in [0, 1], so eps is a "
+                          f"fraction of the pixel range, e.g. 8/255 = {8 / 255:.4f}); received {eps!r}. "
+                          f"Did you mean {eps}/255?")
     if n_features is not None and norm in ("2", "1"):
         bound = max_eps(norm, n_features)
         if eps > bound:
@@ -135,7 +136,8 @@ class AttackResult:
         delta = (adversarial - images).detach()
         linf, l2 = perturbation_norm(delta, "inf"), perturbation_norm(delta, "2")
         l1 = perturbation_norm(delta, "1")
-        own = found_norm if found_norm is not None else {"inf": linf, "2": l2, "1": l1}[norm]
+        # an attack with no threat model (a corruption, norm "none") reports its L2 size
+        own = found_norm if found_norm is not None else {"inf": linf, "2": l2, "1": l1}.get(norm, l2)
         minimal = torch.where(success, own, torch.full_like(own, float("inf")))
         return cls(adversarial.detach(), success, targets, linf, l2, minimal, l1, found_by)
 

@@ -24,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlens._validation import check_images
 from robustlens.attacks._loop import eval_mode
 from robustlens.attacks.base import Attack, Outcome, check_positive_int
 from robustlens.errors import CheckpointError, ConfigError, suggest
 from robustlens.models import create_model, list_models, load_checkpoint, model_info, save_checkpoint
 from robustlens.models.checkpoint import checkpoint_paths
+from robustlens.validation import check_images
 
 __all__ = ["Substitute"]
 

@@ -26,11 +26,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from robustlens._validation import check_model_input
 from robustlens.attacks import Attack, RandomNoise, Transfer, eval_mode, is_stochastic
 from robustlens.data.dataset import ImageDataset
 from robustlens.errors import ConfigError, DataError
 from robustlens.evaluation.accuracy import AccuracyCounter, ThreatKey, accuracy_tables, topk_correct
+from robustlens.validation import check_model_input
 
 __all__ = ["RobustnessResults", "evaluate_robustness", "eps_sweep", "expected_correct",
            "with_eps", "worst_case", "worst_case_accuracy"]

@@ -18,6 +18,7 @@ from robustlens.models._registry import (
     pretrained_weights_path,
     register_model,
 )
+from robustlens.models._weights import UnsafePickleError, check_weights_file
 from robustlens.models.checkpoint import load_checkpoint, save_checkpoint
 from robustlens.models.device import model_device
 from robustlens.models.fmnist_resnet import FashionMNISTResNet
@@ -27,6 +28,8 @@ from robustlens.models.vone import VOneBlock, VOneNet, load_vonenet, vone_resnet
 from robustlens.models.zoo import imagenet_classes, prepare_imagenet_image
 
 __all__ = [
+    "UnsafePickleError",
+    "check_weights_file",
     "LOADING_OPTIONS",
     "FashionMNISTResNet",
     "ModelInfo",

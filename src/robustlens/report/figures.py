@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from robustlens._io import atomic_path
+from robustlens.io import atomic_path
 
 __all__ = ["corruption_accuracy_figure", "FIGURE_DPI", "accuracy_vs_eps_figure", "save_png"]
 

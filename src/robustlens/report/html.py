@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from robustlens._io import atomic_write_text
+from robustlens.io import atomic_write_text
 
 __all__ = ["MAX_TABLE_ROWS", "ReportSection", "anchor", "write_report"]
 

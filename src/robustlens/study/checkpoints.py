@@ -31,8 +31,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from robustlens._io import atomic_write_bytes, atomic_write_text
 from robustlens.errors import ConfigError
+from robustlens.io import atomic_write_bytes, atomic_write_text
 from robustlens.study.distributed import World
 
 __all__ = ["FinishedModel", "ResumeStore", "config_fingerprint"]

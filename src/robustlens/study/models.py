@@ -22,14 +22,15 @@ from torch import nn
 from robustlens.data import load_dataset, to_memory
 from robustlens.errors import CheckpointError, ConfigError
 from robustlens.models import (
+    UnsafePickleError,
     VOneNet,
+    check_weights_file,
     create_model,
     load_checkpoint,
     model_defaults,
     pretrained_weights_path,
     save_checkpoint,
 )
-from robustlens.models._weights import UnsafePickleError, check_weights_file
 from robustlens.models.checkpoint import checkpoint_paths
 from robustlens.study.config import DataConfig, ModelConfig
 from robustlens.training import evaluate_accuracy, train_model

@@ -36,6 +36,7 @@ from torch import nn
 from robustlens.attacks import eval_mode, is_stochastic
 from robustlens.data import Dataset
 from robustlens.study.config import StudyConfig
+from robustlens.validation import check_model_input
 
 __all__ = ["PassCounter", "StudyPlan", "count_passes", "plan_study"]
 
@@ -216,6 +217,11 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
                      "forward": own * n, "backward": 0, "early_exit": False, "exact": True,
                      "seconds": clean_s * n_batches})
         seconds = clean_s * n_batches
+        if config.attacks:
+            # the attacks' input check runs the model once on one image per model and input
+            # signature: warm it here, outside the counted passes, and count it once below
+            check_model_input(model, x, y)
+            model_forward += 1
         for a in config.attacks:
             surrogate = None
             if a.surrogate:

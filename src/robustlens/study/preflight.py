@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from robustlens._io import check_output_dir
 from robustlens.data.fashion_mnist import check_idx_file, fashion_mnist_files
 from robustlens.errors import CheckpointError, ConfigError, DataError, RobustlensError
-from robustlens.models._weights import check_weights_file
+from robustlens.io import check_output_dir
+from robustlens.models import check_weights_file
 from robustlens.models.checkpoint import check_checkpoint
 from robustlens.models.zoo import efficientnet_lite0_weights_path
 from robustlens.study.config import DataConfig, ModelConfig, StudyConfig

@@ -33,11 +33,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from robustlens._io import atomic_path, atomic_write_text
 from robustlens.attacks import eval_mode
 from robustlens.data import Dataset
 from robustlens.errors import ConfigError
 from robustlens.evaluation import accuracy_tables
+from robustlens.io import atomic_path, atomic_write_text
 from robustlens.study.analyses import (
     ANALYSES,
     COMPARISONS,

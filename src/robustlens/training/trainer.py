@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlens._validation import check_labels, check_model_input
 from robustlens.attacks import PGD, check_eps
 from robustlens.data.dataset import ImageDataset
 from robustlens.errors import ConfigError, DataError
+from robustlens.validation import check_labels, check_model_input
 
 __all__ = ["AdversarialTraining", "TrainConfig", "TrainResult", "check_training_data", "evaluate_accuracy",
            "train_model"]
@@ -164,7 +164,7 @@ def check_training_data(model: nn.Module, data: ImageDataset, adversarial: Adver
                         ) -> None:
     """Check, before any training, that ``model`` runs on ``data`` and its classes cover the labels.
 
-    One forward pass of one image (see :func:`robustlens._validation.check_model_input`), the
+    One forward pass of one image (see :func:`robustlens.validation.check_model_input`), the
     largest label against the number of logits, and an adversarial ``eps`` against the image
     size.
 

@@ -135,7 +135,7 @@ def check_args(args: argparse.Namespace) -> None:
     """
     import math
 
-    from robustlens._io import check_output_file
+    from robustlens.io import check_output_file
     from robustlens.models import model_info
 
     counts = {"render": ("steps", "size", "eot"), "saliency": ("n_images",),

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustlens._validation import check_model_input
 from robustlens.errors import RobustlensError
+from robustlens.validation import check_model_input
 from robustlens.visualization._hooks import module_training, resolve_targets
 from robustlens.visualization._relu import ReLUGradientMode
 
