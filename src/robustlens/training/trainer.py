@@ -15,6 +15,7 @@ from torch import nn
 from robustlens.attacks import PGD, check_eps
 from robustlens.data.dataset import ImageDataset
 from robustlens.errors import ConfigError, DataError
+from robustlens.models import model_device
 from robustlens.validation import check_labels, check_model_input
 
 __all__ = ["AdversarialTraining", "TrainConfig", "TrainResult", "check_training_data", "evaluate_accuracy",
@@ -176,8 +177,7 @@ def check_training_data(model: nn.Module, data: ImageDataset, adversarial: Adver
     Raises:
         RobustlensError: the first mismatch, with what to do.
     """
-    params = next(iter(model.parameters()), None)
-    device = params.device if params is not None else torch.device("cpu")
+    device = model_device(model)
     k = check_model_input(model, data.images[:1].to(device), name="training images")
     check_labels(data.labels, len(data), "training labels", num_classes=k)
     if adversarial is not None:

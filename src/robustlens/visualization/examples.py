@@ -24,6 +24,7 @@ from torch import nn
 from robustlens.activations.layers import ChannelRef
 from robustlens.data.dataset import Dataset
 from robustlens.errors import RobustlensError
+from robustlens.models import model_device
 from robustlens.visualization._hooks import capture, check_images, module_training
 from robustlens.visualization.objectives import parse_unit
 
@@ -50,7 +51,7 @@ def receptive_field(model: nn.Module, layer: str, position: tuple[int, ...],
     c, h, w = image_shape
     if len(position) == 0:
         return 0, 0, h, w
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand((n_probes, c, h, w), generator=gen).to(device).requires_grad_(True)
     with module_training(model, False), torch.enable_grad():
@@ -239,7 +240,7 @@ def dataset_examples(model: nn.Module, units: Sequence[str | ChannelRef], data: 
     reducers = [DatasetExamples(model, u, k=k) for u in units]
     layers = list(dict.fromkeys(r.ref.layer for r in reducers))
     if device is None:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        device = model_device(model)
     n = len(data)
     if n_images is not None and n_images < n:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_images].sort().values

@@ -36,6 +36,7 @@ from robustlens.attacks import FGSM, PGD, Attack, perturbation_norm
 from robustlens.data.dataset import ImageDataset
 from robustlens.evaluation import AccuracyCounter, accuracy_tables, topk_correct, worst_case
 from robustlens.evaluation.audit import audit_gradient_masking
+from robustlens.models import model_device
 from robustlens.study.analyses.contract import (
     AnalysisBatch,
     AnalysisOptions,
@@ -384,7 +385,7 @@ class AuditAnalysis(StudyAnalysis):
         eps = float(self.options.eps) or self._max_eps or 8 / 255
         images, labels, _ = self._kept()
         data = ImageDataset(images, labels, self.class_names)
-        device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
+        device = model_device(self.model)
         table = audit_gradient_masking(self.model, data, self._attack(eps),
                                        n_images=self.options.n_images,
                                        tolerance=self.options.tolerance, device=device,
