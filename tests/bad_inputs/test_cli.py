@@ -116,6 +116,7 @@ VIS = ["visualize"]
     (["render", "--model", "digits_cnn", "features.0#1", "--eot", "0"], "--eot"),
     (["render", "--model", "digits_cnn", "featurs.0#1", "--steps", "1"], "featurs.0"),
     (["render", "--model", "digits_cnn", "features.0#99", "--steps", "1"], "99"),
+    (["render", "--model", "digits_cnn", "features.0#-1", "--steps", "1"], "from 0 to"),
     (["dream", "--model", "digits_cnn", "features.3", "--octaves", "0"], "--octaves"),
     (["dream", "--model", "digits_cnn", "features.3", "--steps", "0"], "--steps"),
     (["examples", "--model", "digits_cnn", "features.3#1", "-k", "0"], "-k"),
@@ -264,7 +265,7 @@ random = true
 """
 
 
-@pytest.mark.parametrize("arch", [LATE, "fmnist_cnn"])
+@pytest.mark.parametrize("arch", [LATE, "fmnist_cnn", "vone_fmnist_cnn"])
 def test_study_failure_keeps_earlier_results(cli_error: CliError, tmp_path: Path, arch: str) -> None:
     _register_late_failure()
     cfg = tmp_path / "two.toml"

@@ -188,3 +188,15 @@ def test_study_eps_follows_the_threat_model(attack: dict[str, Any], ok: bool) ->
     else:
         with pytest.raises(ConfigError):
             parse_config(raw)
+
+
+@pytest.mark.parametrize("where", ["study", "data", "model"])
+def test_negative_seeds_are_refused(where: str) -> None:
+    raw: dict[str, Any] = {"models": [{"name": "a", "architecture": "digits_cnn", "random": True}],
+                           "data": {"dataset": "digits"}}
+    if where == "model":
+        raw["models"][0]["seed"] = -1
+    else:
+        raw[where] = {**raw.get(where, {}), "seed": -1}
+    with pytest.raises(ConfigError, match="seed must be an integer from 0"):
+        parse_config(raw)

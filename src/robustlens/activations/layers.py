@@ -186,9 +186,10 @@ class ChannelRef(NamedTuple):
             raise RobustlensError(f"{self} addresses a channel, but the activation of "
                                   f"{self.layer!r} has shape {tuple(activation.shape)}; "
                                   "expected (B, C, ...).")
-        if not -activation.shape[1] <= self.channel < activation.shape[1]:
+        if not 0 <= self.channel < activation.shape[1]:
             raise RobustlensError(f"channel {self.channel} is out of range for {self.layer!r}, "
-                                  f"which has {activation.shape[1]} channels.")
+                                  f"which has {activation.shape[1]} channels: give an index from 0 to "
+                                  f"{activation.shape[1] - 1}.")
         return activation[:, self.channel]
 
 

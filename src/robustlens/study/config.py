@@ -43,6 +43,9 @@ def _check_keys(table: Any, allowed: dict[str, type | tuple[type, ...]], where: 
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             names = " or ".join(k.__name__ for k in kinds)
             raise ConfigError(f"{where}.{key} must be {names}; received {value!r}.")
+        if key == "seed" and isinstance(value, int) and not 0 <= value < 2**63:
+            raise ConfigError(f"{where}.seed must be an integer from 0 to 2**63 - 1 (as for `robustlens "
+                              f"train --seed`); received {value}.")
     for key in required:
         if key not in table:
             raise ConfigError(f"{where} needs the key {key!r}.")

@@ -140,17 +140,38 @@ def _meta_model(mc: ModelConfig) -> nn.Module | None:
         return None
 
 
-def _shape_problem(mc: ModelConfig, model: nn.Module, shape: tuple[int, int, int], data_name: str) -> str | None:
-    """Why ``model`` cannot take a (1, C, H, W) batch of the data, from a meta forward; or ``None``."""
-    x = torch.empty((1, *shape), device="meta")
+def _cpu_model(mc: ModelConfig) -> nn.Module | None:
+    """``mc``'s architecture with random weights on the CPU (when the meta device cannot run it)."""
+    from robustlens.models import create_model, model_defaults
+
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        options = dict(mc.options)
+        if "pretrained" in model_defaults(mc.architecture):
+            options["pretrained"] = False
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return create_model(mc.architecture, seed=0, **options)
+    except Exception as err:  # noqa: BLE001  (checked later, on the real model)
+        log.debug("preflight skipped for %s: %s", mc.name, err)
+        return None
+
+
+def _shape_problem(mc: ModelConfig, model: nn.Module, shape: tuple[int, int, int], data_name: str,
+                   device: str = "meta") -> str | None:
+    """Why ``model`` cannot take a (1, C, H, W) batch of the data, from a meta forward (or, where
+    the meta device lacks an operation, a CPU forward of the architecture with random weights);
+    ``None`` if it can."""
+    x = torch.zeros((1, *shape), device=device)
+    try:
+        with torch.no_grad(), warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
             warnings.simplefilter("ignore")
             model.eval()(x)
     except (RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if not _SHAPE_ERROR.search(first):
-            log.debug("meta forward of %s skipped: %s", mc.name, first)
+            log.debug("%s forward of %s skipped: %s", device, mc.name, first)
+            if device == "meta" and (cpu := _cpu_model(mc)) is not None:
+                return _shape_problem(mc, cpu, shape, data_name, device="cpu")
             return None
         from robustlens.models import model_info
 
@@ -162,8 +183,10 @@ def _shape_problem(mc: ModelConfig, model: nn.Module, shape: tuple[int, int, int
         return (f"model {mc.name!r} ({mc.architecture}) cannot take the data's images: it expects {expects}, "
                 f"but the data ({data_name}) gives {'x'.join(map(str, shape))} ({first}). Use the data "
                 "the model was built for, or an architecture for these images.")
-    except Exception as err:  # noqa: BLE001  (an op the meta device lacks: checked on the real model)
-        log.debug("meta forward of %s skipped: %s", mc.name, err)
+    except Exception as err:  # noqa: BLE001  (an op the meta device lacks: try the CPU)
+        log.debug("%s forward of %s skipped: %s", device, mc.name, err)
+        if device == "meta" and (cpu := _cpu_model(mc)) is not None:
+            return _shape_problem(mc, cpu, shape, data_name, device="cpu")
     return None
 
 

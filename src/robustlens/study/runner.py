@@ -151,6 +151,7 @@ class _Run:
         self.models: dict[str, nn.Module] = {}
         self.model_info: dict[str, dict[str, Any]] = {}
         self.model_rows: list[dict[str, Any]] = []
+        self.finished_names: list[str] = []  # models an earlier run of this study finished
         self.analysis_tables: dict[str, dict[str, list[pd.DataFrame]]] = {}
         self.manifest: dict[str, Any] = {
             "study": config.name, "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -382,6 +383,43 @@ def _run_model(run: _Run, mc: ModelConfig, data: Dataset, n_ticks: int) -> None:
     run.write_manifest()
 
 
+def _open_run(config: StudyConfig, run_dir: Path, world: World, *, cache_dir: str | Path | None,
+              device: str | None, progress: bool, config_text: str | None,
+              fresh: bool) -> tuple[_Run, dict[str, FinishedModel]]:
+    """Write the resolved config, prepare the resume points, and read the models an earlier run
+    finished (rank 0; every worker learns their names)."""
+    config_dict = _config_dict(config)
+    if world.is_main:
+        for sub in ("results", "figures"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        import tomli_w
+
+        atomic_write_text(run_dir / "config.toml", tomli_w.dumps(config_dict))
+        if config_text is not None:
+            atomic_write_text(run_dir / "config.original.toml", config_text)
+    store = ResumeStore(run_dir, config_fingerprint(config_dict), world)
+    if world.is_main:
+        store.prepare(fresh)
+    world.barrier()
+    if not world.is_main:
+        store.prepare(False)
+    run = _Run(config, run_dir, Path(cache_dir) if cache_dir else default_cache_dir(),
+               world.device(resolve_device(device or config.device)), progress and world.is_main, config_text,
+               world=world, store=store)
+    finished: dict[str, FinishedModel] = {}
+    if world.is_main:
+        for mc in config.models:
+            done = store.load_finished(mc.name)
+            if done is not None:
+                finished[mc.name] = done
+    run.finished_names = world.broadcast(sorted(finished))
+    run.manifest["world_size"] = world.size
+    run.manifest["resumed_models"] = run.finished_names
+    if world.is_main:
+        run.write_manifest()
+    return run, finished
+
+
 def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path | None = None,
               progress: bool = False, config_text: str | None = None,
               device: str | None = None, fresh: bool = False, data: Dataset | None = None) -> StudyResult:
@@ -412,35 +450,9 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
     preflight(config, run_dir, data=data)  # the run folder, files, shapes and layers: before any work
     run_dir = Path(run_dir)
     world = join_world()
-    config_dict = _config_dict(config)
-    if world.is_main:
-        for sub in ("results", "figures"):
-            (run_dir / sub).mkdir(parents=True, exist_ok=True)
-        import tomli_w
-
-        atomic_write_text(run_dir / "config.toml", tomli_w.dumps(config_dict))
-        if config_text is not None:
-            atomic_write_text(run_dir / "config.original.toml", config_text)
-    store = ResumeStore(run_dir, config_fingerprint(config_dict), world)
-    if world.is_main:
-        store.prepare(fresh)
-    world.barrier()
-    if not world.is_main:
-        store.prepare(False)
-    run = _Run(config, run_dir, Path(cache_dir) if cache_dir else default_cache_dir(),
-               world.device(resolve_device(device or config.device)), progress and world.is_main, config_text,
-               world=world, store=store)
-    finished: dict[str, FinishedModel] = {}
-    if world.is_main:
-        for mc in config.models:
-            done = store.load_finished(mc.name)
-            if done is not None:
-                finished[mc.name] = done
-    finished_names: list[str] = world.broadcast(sorted(finished))
-    run.manifest["world_size"] = world.size
-    run.manifest["resumed_models"] = finished_names
-    if world.is_main:
-        run.write_manifest()
+    run, finished = _open_run(config, run_dir, world, cache_dir=cache_dir, device=device,
+                              progress=progress, config_text=config_text, fresh=fresh)
+    finished_names = run.finished_names
     start = time.perf_counter()
     try:
         t0 = time.perf_counter()
