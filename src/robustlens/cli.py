@@ -36,26 +36,24 @@ class _Parser(argparse.ArgumentParser):
                                    f"(see `{self.prog} --help`)\n")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (a count where 0 would mean nothing to do)."""
+def _int_at_least(minimum: int, text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; received {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1; received {value}")
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}; received {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}; received {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (a count where 0 would mean nothing to do)."""
+    return _int_at_least(1, text)
 
 
 def nonnegative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; received {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; received {value}")
-    return value
+    return _int_at_least(0, text)
 
 
 def positive_float(text: str) -> float:

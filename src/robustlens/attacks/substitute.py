@@ -26,6 +26,7 @@ from torch import nn
 
 from robustlens.attacks._loop import eval_mode
 from robustlens.attacks.base import Attack, Outcome, check_positive_int
+from robustlens.attacks.transfer import transfer_outcome
 from robustlens.errors import CheckpointError, ConfigError, suggest
 from robustlens.models import create_model, list_models, load_checkpoint, model_info, save_checkpoint
 from robustlens.models.checkpoint import checkpoint_paths
@@ -281,11 +282,5 @@ class Substitute(Attack):
             substitute = self.fit(model, seed) if self.cache_dir is None else \
                 self.fit_cached(model, seed, cache_dir=self.cache_dir)
             self._trained[model] = substitute
-        crafted = self.attack._run(substitute, images, labels, generator=generator, targets=targets,
-                                   early_stop=False, scored=False)
-        if not scored:
-            return Outcome(crafted.adversarial, None, crafted.targets)
-        with eval_mode(model), torch.inference_mode():
-            pred = model(crafted.adversarial).argmax(1)
-        success = pred != labels if crafted.targets is None else pred == crafted.targets
-        return Outcome(crafted.adversarial, success, crafted.targets)
+        return transfer_outcome(self.attack, substitute, model, images, labels, generator=generator,
+                                targets=targets, scored=scored)

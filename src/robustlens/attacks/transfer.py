@@ -11,7 +11,7 @@ from robustlens.attacks._loop import eval_mode
 from robustlens.attacks.base import Attack, Outcome
 from robustlens.errors import ConfigError
 
-__all__ = ["Transfer"]
+__all__ = ["Transfer", "transfer_outcome"]
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,31 @@ class Transfer(Attack):
     def _run(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
              generator: torch.Generator | None, targets: torch.Tensor | None,
              early_stop: bool, scored: bool) -> Outcome:
-        crafted = self.attack._run(self.surrogate, images, labels, generator=generator,
-                                   targets=targets, early_stop=False, scored=False)
-        if not scored:
-            return Outcome(crafted.adversarial, None, crafted.targets)
-        with eval_mode(model), torch.inference_mode():
-            pred = model(crafted.adversarial).argmax(1)
-        success = pred != labels if crafted.targets is None else pred == crafted.targets
-        return Outcome(crafted.adversarial, success, crafted.targets)
+        return transfer_outcome(self.attack, self.surrogate, model, images, labels, generator=generator,
+                                targets=targets, scored=scored)
+
+
+def transfer_outcome(attack: Attack, surrogate: nn.Module, model: nn.Module, images: torch.Tensor,
+                     labels: torch.Tensor, *, generator: torch.Generator | None, targets: torch.Tensor | None,
+                     scored: bool) -> Outcome:
+    """Craft with ``attack`` on ``surrogate`` (white-box), then judge the images on ``model``
+    with forward passes only: the step every transfer (black-box) attack shares.
+
+    Args:
+        attack: the white-box attack run on the surrogate.
+        surrogate: the model the gradients come from.
+        model: the attacked model (never differentiated).
+        images: (B, C, H, W) pixels in [0, 1].
+        labels: (B,) true classes.
+        generator: the attack's randomness.
+        targets: (B,) target classes of a targeted attack, else ``None``.
+        scored: judge success on ``model`` (else ``success`` is ``None``).
+    """
+    crafted = attack._run(surrogate, images, labels, generator=generator, targets=targets,
+                          early_stop=False, scored=False)
+    if not scored:
+        return Outcome(crafted.adversarial, None, crafted.targets)
+    with eval_mode(model), torch.inference_mode():
+        pred = model(crafted.adversarial).argmax(1)
+    success = pred != labels if crafted.targets is None else pred == crafted.targets
+    return Outcome(crafted.adversarial, success, crafted.targets)

@@ -32,10 +32,9 @@ from robustlens.study.analyses.contract import (
     register_analysis,
 )
 from robustlens.study.analyses.helpers import (
-    LayerSelect,
+    LayerOption,
     PerCondition,
     concat_frames,
-    layer_list,
     with_condition,
 )
 
@@ -55,7 +54,7 @@ class DissimilarityOptions(AnalysisOptions):
 
 
 @register_analysis
-class DissimilarityAnalysis(PerCondition):
+class DissimilarityAnalysis(LayerOption, PerCondition):
     """Per-layer 1 - Pearson r between clean and adversarial activations (study S1)."""
 
     name = "dissimilarity"
@@ -73,14 +72,10 @@ class DissimilarityAnalysis(PerCondition):
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
         super().__init__(model_name, model, class_names, options, **raw)
-        self._layers = layer_list(self.options.layers, model_name)
-        self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
+        self.use_layer_option(model, model_name)
 
     def new_reducers(self) -> dict[str, Any]:
         return {"layer": LayerDissimilarity()}
-
-    def layers(self) -> list[str] | None:
-        return self._layers
 
     def update(self, batch: AnalysisBatch) -> None:
         if batch.eps != 0:
@@ -121,7 +116,7 @@ class ChannelDissimilarityOptions(AnalysisOptions):
 
 
 @register_analysis
-class ChannelDissimilarityAnalysis(PerCondition):
+class ChannelDissimilarityAnalysis(LayerOption, PerCondition):
     """1 - r (Pearson, Spearman or cosine) between clean and adversarial activations, per
     layer and per channel."""
 
@@ -137,15 +132,11 @@ class ChannelDissimilarityAnalysis(PerCondition):
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
         super().__init__(model_name, model, class_names, options, **raw)
-        self._layers = layer_list(self.options.layers, model_name)
-        self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
+        self.use_layer_option(model, model_name)
         self._metric = self.options.metric
 
     def new_reducers(self) -> dict[str, Any]:
         return {"layer": LayerDissimilarity(self._metric), "channel": ChannelDissimilarity(self._metric)}
-
-    def layers(self) -> list[str] | None:
-        return self._layers
 
     def update(self, batch: AnalysisBatch) -> None:
         if batch.eps == 0:

@@ -34,7 +34,12 @@ from robustlens.study.analyses.contract import (
     option,
     register_analysis,
 )
-from robustlens.study.analyses.helpers import LayerSelect, PerCondition, concat_frames, layer_list, with_condition
+from robustlens.study.analyses.helpers import (
+    LayerOption,
+    PerCondition,
+    concat_frames,
+    with_condition,
+)
 
 __all__ = ["ImageDissimilarityAnalysis", "ImageDissimilarityOptions"]
 
@@ -55,7 +60,7 @@ class ImageDissimilarityOptions(AnalysisOptions):
 
 
 @register_analysis
-class ImageDissimilarityAnalysis(PerCondition):
+class ImageDissimilarityAnalysis(LayerOption, PerCondition):
     """Per-image 1 - Pearson r per layer, with undefined and zero layers flagged (S1)."""
 
     name = "dissimilarity_images"
@@ -73,8 +78,7 @@ class ImageDissimilarityAnalysis(PerCondition):
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
         super().__init__(model_name, model, class_names, options, **raw)
-        self._layers = layer_list(self.options.layers, model_name)
-        self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
+        self.use_layer_option(model, model_name)
         if self.options.image >= self.options.n_images:
             from robustlens.errors import ConfigError
 
@@ -83,9 +87,6 @@ class ImageDissimilarityAnalysis(PerCondition):
 
     def new_reducers(self) -> dict[str, Any]:
         return {"images": ImageDissimilarity(self.options.n_images), "layers": LayerDissimilarity()}
-
-    def layers(self) -> list[str] | None:
-        return self._layers
 
     def update(self, batch: AnalysisBatch) -> None:
         if batch.eps == 0:

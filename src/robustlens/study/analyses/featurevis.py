@@ -39,7 +39,7 @@ from robustlens.study.analyses.contract import (
     option,
     register_analysis,
 )
-from robustlens.study.analyses.helpers import LayerSelect, input_normalization_layers, layer_list
+from robustlens.study.analyses.helpers import LayerOption
 from robustlens.visualization.figures import plot_image_rows
 from robustlens.visualization.render import render
 from robustlens.visualization.tables import pixel_rows, rows_to_image
@@ -75,7 +75,7 @@ def _render_size(hw: tuple[int, int], channels: int) -> tuple[int, int | None]:
 
 
 @register_analysis
-class FeatureVisAnalysis(StudyAnalysis):
+class FeatureVisAnalysis(LayerOption, StudyAnalysis):
     """Each model's most sensitive channels (S2 ranking), rendered by activation maximization."""
 
     name = "featurevis"
@@ -91,19 +91,13 @@ class FeatureVisAnalysis(StudyAnalysis):
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
         super().__init__(model_name, model, class_names, options, **raw)
-        self._layers = layer_list(self.options.layers, model_name)
-        self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
-        if self._layers is None:  # "all": the input normalisation is a wrapper, not a layer to rank
-            self._select.without(input_normalization_layers(model))
+        self.use_layer_option(model, model_name, rank_wrappers=False)
         self._top_k = self.options.top_k
         self._steps = self.options.steps
         self._eot = self.options.eot_samples
         self._seed = self.options.seed
         self._sensitivity: dict[tuple[str, float], ChannelSensitivity] = {}
         self._shape: tuple[int, int, int] | None = None
-
-    def layers(self) -> list[str] | None:
-        return self._layers
 
     def update_clean(self, batch: CleanBatch) -> None:
         c, h, w = batch.images.shape[1:]

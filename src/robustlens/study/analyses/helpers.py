@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import torch
@@ -20,7 +20,7 @@ from robustlens.study.analyses.contract import (
     merge_keyed,
 )
 
-__all__ = ["LayerSelect", "PerCondition", "concat_frames", "input_normalization_layers", "layer_list",
+__all__ = ["LayerOption", "LayerSelect", "PerCondition", "concat_frames", "input_normalization_layers", "layer_list",
            "with_condition"]
 
 
@@ -170,3 +170,36 @@ class PerCondition(StudyAnalysis):
     def merge(self, other: StudyAnalysis) -> None:
         assert isinstance(other, type(self))
         merge_keyed(self.reducers, other.reducers)
+
+
+class LayerOption:
+    """Mixin for analyses whose ``layers`` option names the layers they read.
+
+    Call :meth:`use_layer_option` in ``__init__``; it sets ``_layers`` (what :meth:`layers` tells
+    the runner to record) and ``_select`` (which picks them out of a recording, where other
+    analyses may have recorded more). Put it before the base class: ``class A(LayerOption,
+    PerCondition)``.
+    """
+
+    name: ClassVar[str]
+    options: Any
+    _layers: list[str] | None
+    _select: LayerSelect
+
+    def use_layer_option(self, model: nn.Module, model_name: str, *, rank_wrappers: bool = True) -> None:
+        """Resolve ``self.options.layers`` for ``model``.
+
+        Args:
+            model: the model the layers belong to.
+            model_name: its name in the study (for a per-model layer table).
+            rank_wrappers: keep the input normalisation under ``"all"`` (False for analyses that
+                rank layers or channels: the normalisation is a wrapper, not a layer).
+        """
+        self._layers = layer_list(self.options.layers, model_name)
+        self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
+        if not rank_wrappers and self._layers is None:
+            self._select.without(input_normalization_layers(model))
+
+    def layers(self) -> list[str] | None:
+        """The layers to record: those of the ``layers`` option (``None``: every layer)."""
+        return self._layers

@@ -33,7 +33,7 @@ from robustlens.study.analyses.contract import (
     option,
     register_analysis,
 )
-from robustlens.study.analyses.helpers import LayerSelect, concat_frames, layer_list
+from robustlens.study.analyses.helpers import LayerOption, concat_frames
 
 __all__ = ["PCAImagesAnalysis", "PCAImagesOptions"]
 
@@ -74,7 +74,7 @@ def _images_from_rows(rows: pd.DataFrame, image: int) -> torch.Tensor:
 
 
 @register_analysis
-class PCAImagesAnalysis(StudyAnalysis):
+class PCAImagesAnalysis(LayerOption, StudyAnalysis):
     """Activations of the first images as pictures: a PCA over channels fit on the clean
     activations, applied to the adversarial ones (S1)."""
 
@@ -91,16 +91,12 @@ class PCAImagesAnalysis(StudyAnalysis):
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
         super().__init__(model_name, model, class_names, options, **raw)
-        self._layers = layer_list(self.options.layers, model_name)
-        self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
+        self.use_layer_option(model, model_name)
         self._n = self.options.n_images
         self._k = self.options.n_components
         self._clean: dict[str, torch.Tensor] = {}
         self._adv: dict[Condition, dict[str, torch.Tensor]] = {}
         self._capturing = False
-
-    def layers(self) -> list[str] | None:
-        return self._layers
 
     def _keep(self, images: torch.Tensor, acts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         kept = {"input": images[: self._n].detach().float().clamp(0, 1).cpu()}

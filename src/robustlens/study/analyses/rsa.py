@@ -32,10 +32,9 @@ from robustlens.study.analyses.contract import (
     register_analysis,
 )
 from robustlens.study.analyses.helpers import (
-    LayerSelect,
+    LayerOption,
     PerCondition,
     concat_frames,
-    layer_list,
     with_condition,
 )
 
@@ -74,7 +73,7 @@ def _rdms_from_table(rows: pd.DataFrame) -> dict[str, RDM]:
 
 
 @register_analysis
-class RSAAnalysis(PerCondition):
+class RSAAnalysis(LayerOption, PerCondition):
     """Class-averaged RDMs per layer; clean vs adversarial and layer x layer comparisons."""
 
     name = "rsa"
@@ -91,8 +90,7 @@ class RSAAnalysis(PerCondition):
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
         super().__init__(model_name, model, class_names, options, **raw)
-        self._layers = layer_list(self.options.layers, model_name)
-        self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
+        self.use_layer_option(model, model_name)
         self._metric = self.options.metric
         self._method = self.options.method
         self._n_bootstrap = self.options.n_bootstrap
@@ -100,9 +98,6 @@ class RSAAnalysis(PerCondition):
 
     def new_reducers(self) -> dict[str, Any]:
         return {"rdm": ClassRDM(len(self.class_names), self._metric, class_names=self.class_names)}
-
-    def layers(self) -> list[str] | None:
-        return self._layers
 
     def update_clean(self, batch: CleanBatch) -> None:
         self._clean.update(self._select(batch.activations), batch.labels)

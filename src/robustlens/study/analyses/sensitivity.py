@@ -28,11 +28,9 @@ from robustlens.study.analyses.contract import (
     register_analysis,
 )
 from robustlens.study.analyses.helpers import (
-    LayerSelect,
+    LayerOption,
     PerCondition,
     concat_frames,
-    input_normalization_layers,
-    layer_list,
     with_condition,
 )
 
@@ -53,7 +51,7 @@ class SensitivityOptions(AnalysisOptions):
 
 
 @register_analysis
-class SensitivityAnalysis(PerCondition):
+class SensitivityAnalysis(LayerOption, PerCondition):
     """S2 sensitivity sigma(F) = mean |F(x) - F(x')| per element, per channel and per layer."""
 
     name = "sensitivity"
@@ -71,17 +69,11 @@ class SensitivityAnalysis(PerCondition):
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
         super().__init__(model_name, model, class_names, options, **raw)
-        self._layers = layer_list(self.options.layers, model_name)
-        self._select = LayerSelect(model, self._layers, f"[analyses.{self.name}].layers")
-        if self._layers is None:  # "all": the input normalisation is a wrapper, not a layer to rank
-            self._select.without(input_normalization_layers(model))
+        self.use_layer_option(model, model_name, rank_wrappers=False)
         self._top_k = self.options.top_k
 
     def new_reducers(self) -> dict[str, Any]:
         return {"sensitivity": ChannelSensitivity()}
-
-    def layers(self) -> list[str] | None:
-        return self._layers
 
     def update(self, batch: AnalysisBatch) -> None:
         if batch.eps != 0:
