@@ -189,7 +189,7 @@ class StudyConfig:
 
 _TRAIN_KEYS: dict[str, type | tuple[type, ...]] = {
     "epochs": int, "batch_size": int, "lr": float, "weight_decay": float, "seed": int,
-    "adversarial": dict,
+    "adversarial": dict, "max_batches": int,
 }
 _ADV_KEYS: dict[str, type | tuple[type, ...]] = {
     "eps": float, "steps": int, "step_size": float, "random_start": bool, "warmup_epochs": float, "norm": str,

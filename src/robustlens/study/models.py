@@ -80,8 +80,9 @@ def _load_released(mc: ModelConfig) -> tuple[nn.Module, dict[str, Any]]:
 
 def _training_key(mc: ModelConfig, data: DataConfig) -> str:
     assert mc.train is not None
+    train = {k: v for k, v in asdict(mc.train).items() if not (k == "max_batches" and v is None)}
     spec = {"architecture": mc.architecture, "options": _scratch_options(mc), "seed": mc.seed,
-            "train": asdict(mc.train), "dataset": data.dataset, "format": 1}
+            "train": train, "dataset": data.dataset, "format": 1}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

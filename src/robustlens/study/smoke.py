@@ -9,8 +9,8 @@ but at toy sizes:
   ``n_per_class`` becomes 1 and a ``ds_factor`` above 1 (without ``n_per_class``) is
   multiplied by 10;
 - ``[study]``: ``expected_passes`` at most 2;
-- models: training for 1 epoch (the trainer takes whole epochs only and has no cap on
-  batches), PGD adversarial training with at most 2 steps;
+- models: training for 1 epoch of at most 20 batches, PGD adversarial training with at
+  most 2 steps;
 - attacks: at most 2 eps (the smallest and the largest), at most 2 steps, 2 EOT samples,
   1 restart, 2 noise trials; the ``vonenet`` preset gets explicit ``steps`` / ``eot_samples``;
 - analyses: audit on at most 8 images with 2 steps and 2 EOT samples, feature
@@ -30,6 +30,7 @@ from typing import Any
 
 __all__ = ["smoke_config"]
 
+_TRAIN_BATCHES = 20
 _ATTACK_CAPS = {"steps": 2, "eot_samples": 2, "restarts": 1, "trials": 2, "queries": 20, "n_targets": 2}
 _ATTACK_DEFAULTS = {  # options whose default is above its cap, per attack type
     "pgd": {"steps": 10}, "transfer": {"steps": 10}, "deepfool": {"steps": 50},
@@ -108,6 +109,7 @@ def smoke_config(raw: dict[str, Any]) -> dict[str, Any]:
         train = model.get("train") if isinstance(model, dict) else None
         if isinstance(train, dict):
             train["epochs"] = 1
+            train["max_batches"] = min(train.get("max_batches") or _TRAIN_BATCHES, _TRAIN_BATCHES)
             adversarial = train.get("adversarial")
             if isinstance(adversarial, dict):
                 _cap(adversarial, "steps", 2, 7)

@@ -107,6 +107,9 @@ class TrainConfig:
         weight_decay: L2 penalty.
         seed: seed of the initialisation and data order.
         adversarial: PGD adversarial training, or ``None`` for standard training.
+        max_batches: at most this many batches per epoch (each a fresh random draw of the
+            shuffled training set), or ``None`` for whole epochs; for quick trials and smoke
+            runs.
     """
 
     epochs: int = 3
@@ -115,9 +118,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     adversarial: AdversarialTraining | None = None
+    max_batches: int | None = None
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
+        if self.max_batches is not None:
+            _check_int("max_batches", self.max_batches, 1)
         _check_int("batch_size", self.batch_size, 1)
         _check_int("seed", self.seed, 0)
         if not (_is_number(self.lr) and 0 < self.lr < math.inf):
@@ -204,6 +210,9 @@ def train_model(model: nn.Module, data: ImageDataset, config: TrainConfig, *,
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = len(data)
     steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
+    if config.max_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, config.max_batches)
+    seen = min(n, steps_per_epoch * config.batch_size)  # images per epoch
     total = config.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
                                                     pct_start=0.15)
@@ -251,7 +260,7 @@ def train_model(model: nn.Module, data: ImageDataset, config: TrainConfig, *,
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             bar.update(1)
-        record = {"epoch": epoch + 1, "loss": float(loss_sum) / n, "train_accuracy": float(correct) / n}
+        record = {"epoch": epoch + 1, "loss": float(loss_sum) / seen, "train_accuracy": float(correct) / seen}
         result.history.append(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{record['train_accuracy']:.3f}")
         log.info("epoch %d: loss %.4f, train accuracy %.4f", epoch + 1, record["loss"],
