@@ -75,6 +75,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    "or ~/.cache/robustlens)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides the config's device")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--max-memory", metavar="SIZE", help="memory budget of the run, e.g. 6GiB (overrides "
+                   "[study].max_memory; default: a safe share of the device's memory); a batch that would "
+                   "not fit runs in parts")
     p.add_argument("--smoke", action="store_true", help="a much reduced run (few images, eps, steps and "
                    "epochs) that checks a config end to end in a minute or two; numbers are not meaningful")
     p.add_argument("--fresh", action="store_true", help="discard the resume points of an earlier run in "
@@ -154,6 +157,8 @@ def _run_study(config_text: str, config_path: Path | None, args: argparse.Namesp
         raw = smoke_config(raw)
     if args.data_root:
         raw.setdefault("data", {})["root"] = str(Path(args.data_root).resolve())
+    if getattr(args, "max_memory", None) is not None:
+        raw.setdefault("study", {})["max_memory"] = args.max_memory
     base = config_path.parent if config_path else Path.cwd()
     try:
         config = parse_config(raw, base_dir=base)

@@ -4,10 +4,23 @@
 exit, the passes of a stochastic model); :func:`run_batch` runs one batch of it into a
 :class:`ModelState`, the model's running sums on this worker (accuracy counters and every
 analysis' reducers), which is checkpointed for resuming and merged across workers.
+
+A batch too large for the memory budget runs in parts (``micro_batch`` images each), one
+after the other, each through the whole pipeline (clean forward, every attack unit, every
+analysis), so that only one part's activations are held at a time. The analyses see each
+part as a batch of its own: ``offset`` is the part's first image in the data order, and
+``index`` counts parts as if every batch were cut the same way (the first part of the first
+batch is still index 0; an analysis that keeps "the first batch" keeps that part). The
+streaming reducers, the accuracy counts and the per-example rows are the same as in one
+batch; a part's random draws (an attack's random start, a stochastic model's noise) come
+from seeds of its own (see :func:`batch_seeds`), so only those differ from an uncut batch.
+:meth:`ModelWork.fit` measures what one image costs and the largest batch that fits.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,22 +40,77 @@ from robustlens.study.analyses import (
     condition_str,
 )
 from robustlens.study.config import StudyConfig
+from robustlens.study.memory import PeakMemory, format_size, is_out_of_memory
 
-__all__ = ["ModelState", "ModelWork", "batch_seeds", "run_batch"]
+__all__ = ["BatchFit", "ModelState", "ModelWork", "batch_seeds", "run_batch"]
 
 
-def batch_seeds(seed: int, index: int) -> tuple[int, int, int]:
+def batch_seeds(seed: int, index: int, start: int = 0) -> tuple[int, int, int]:
     """Seeds of batch ``index``: model noise, the global RNG, the attacks' generator.
 
     Each batch's randomness depends on its index only, so a batch gives the same numbers in a
-    resumed run and on whichever worker runs it.
+    resumed run and on whichever worker runs it. A batch run in parts gives each part seeds
+    of its own (``start > 0``); its first part keeps the batch's.
 
     Args:
         seed: the study's seed.
         index: the batch's position in the data order.
+        start: the part's first image within the batch (0: the whole batch, or its first part).
     """
     base = seed * 1_000_003 + index
+    if start:
+        base = (base + start * 0x9E3779B1) % 2**62
     return base, base ^ 0x2545F491, base ^ 0x5DEECE66
+
+
+@dataclass(frozen=True)
+class BatchFit:
+    """What one image costs in memory, and the largest batch that fits the budget.
+
+    Attributes:
+        budget: the memory budget (bytes on the run's device; see :mod:`robustlens.study.memory`).
+        in_use: bytes held before the batch (the model, the data, the running sums).
+        per_image: bytes one more image adds at the batch's peak (measured on a probe of
+            ``probe_images`` images; it includes the probe's fixed costs, so it errs high).
+        batch_size: the largest number of images one batch (or part) may hold (0: not one).
+        probe_images: images of the probe.
+    """
+
+    budget: int
+    in_use: int
+    per_image: float
+    batch_size: int
+    probe_images: int
+
+    def too_small(self, model: str) -> str:
+        """The message for a budget in which not one image fits.
+
+        Args:
+            model: the model's name in the study.
+        """
+        return (f"{model}: one image does not fit in the memory budget: it needs about "
+                f"{format_size(self.per_image)} on top of the {format_size(self.in_use)} already in use, "
+                f"and the budget is {format_size(self.budget)}. Raise [study].max_memory (or pass "
+                "--max-memory) if the device has more, free memory, or record fewer layers (the "
+                "analyses' `layers`).")
+
+
+_QUICK_FIELDS = ("steps", "restarts", "queries")
+
+
+def _quick(attack: Attack) -> Attack:
+    """``attack`` with one step and one restart: the same memory per step, a fraction of the time."""
+    if not dataclasses.is_dataclass(attack):
+        return attack
+    changes = {f.name: 1 for f in dataclasses.fields(attack)
+               if f.name in _QUICK_FIELDS and isinstance(getattr(attack, f.name), int)
+               and not isinstance(getattr(attack, f.name), bool) and getattr(attack, f.name) > 1}
+    if not changes:
+        return attack
+    try:
+        return dataclasses.replace(attack, **changes)
+    except (TypeError, ValueError):
+        return attack
 
 
 class ModelState:
@@ -68,6 +136,26 @@ class ModelState:
             self.counters[condition_key(text)].load_state_dict(counter_state)
         for analysis in self.analyses:
             analysis.load_state_dict(state["analyses"][analysis.name])
+
+    def fresh(self) -> ModelState:
+        """Empty sums of the same kind (new counters and new, empty analyses)."""
+        twins = [type(a)(a.model_name, a.model, a.class_names, a.options) for a in self.analyses]
+        return ModelState(list(self.counters), self.num_classes, twins)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go back to ``state`` (a :meth:`state_dict`), dropping every update made since.
+
+        The analyses are replaced in place in :attr:`analyses` (a list shared with the
+        model's :class:`ModelWork`) by new ones loaded from ``state``.
+
+        Args:
+            state: the sums to go back to.
+        """
+        twin = self.fresh()
+        twin.load_state_dict(state)
+        self.counters = twin.counters
+        self.analyses[:] = twin.analyses
+        self.batches_done = twin.batches_done
 
     def merge_state(self, state: dict[str, Any]) -> None:
         """Add another worker's sums (its :meth:`state_dict`)."""
@@ -160,26 +248,82 @@ class ModelWork:
                 logits = self.model(x)
             return logits, dict(rec)
 
+    def fit(self, x: torch.Tensor, y: torch.Tensor, budget: int, state: ModelState) -> BatchFit:
+        """Measure one image's memory on a probe and find the largest batch that fits ``budget``.
+
+        The probe runs the whole pipeline of a batch (clean forward, every attack unit with
+        one step and one restart and no early exit, every analysis) on ``x`` into fresh,
+        discarded sums, and measures the device's peak (:class:`PeakMemory`). Its passes
+        through the model are real ones (counted by ``robustlens study --plan``).
+
+        Args:
+            x: (k, C, H, W) probe images (1 or 2 are enough).
+            y: (k,) their labels.
+            budget: the memory budget in bytes.
+            state: the model's sums (their kind is copied; they are not changed).
+        """
+        quick = dataclasses.replace(self, attacks=[(n, e, _quick(a)) for n, e, a in self.attacks],
+                                    early_stop=False, analyses=[])
+        k = len(x)
+        while True:
+            probe = state.fresh()
+            quick.analyses = probe.analyses
+            try:
+                with PeakMemory(self.device) as peak:
+                    run_batch(quick, probe, x[:k], y[:k], 0)
+                break
+            except Exception as err:  # noqa: BLE001  (only an allocation failure is caught)
+                if not is_out_of_memory(err):
+                    raise
+            del probe
+            if k == 1:
+                return BatchFit(budget, peak.start, math.inf, 0, 1)
+            k = 1
+        del probe
+        per_image = max(peak.peak - peak.start, 1) / k
+        # 10% of the room is kept free: the allocator's slack and a measurement that errs low
+        fits = int(max(0.9 * (budget - peak.start), 0) // per_image)
+        return BatchFit(budget, peak.start, per_image, fits, k)
+
 
 def _rng_devices(device: torch.device) -> list[torch.device]:
     return [device] if device.type == "cuda" else []
 
 
 def run_batch(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tensor, index: int,
-              tick: Callable[[], None] = lambda: None) -> None:
+              tick: Callable[[], None] = lambda: None, micro_batch: int | None = None) -> None:
     """Run batch ``index``: the clean forward, every attack unit, every analysis fed.
 
     Args:
         work: the model's fixed settings.
         state: the running sums updated.
-        x: (B, C, H, W) images of the batch (any device).
+        x: (B, C, H, W) images of the batch (any device; moved to the work's device one part
+            at a time).
         y: (B,) their labels.
         index: the batch's position in the data order (its seeds and image offsets).
-        tick: called after each attack unit (progress).
+        tick: called after each attack unit (progress; once per unit, on the batch's last part).
+        micro_batch: run the batch in parts of this many images (``None``: in one piece);
+            see the module docstring for what the analyses see.
     """
+    size = len(x)
+    if micro_batch is None or micro_batch >= size:
+        _run_part(work, state, x, y, batch_seeds(work.seed, index), index, index * work.batch_size, tick)
+        return
+    if micro_batch < 1:
+        raise ValueError(f"micro_batch must be >= 1; received {micro_batch}.")
+    parts = -(-work.batch_size // micro_batch)
+    for j, start in enumerate(range(0, size, micro_batch)):
+        stop = min(start + micro_batch, size)
+        _run_part(work, state, x[start:stop], y[start:stop], batch_seeds(work.seed, index, start),
+                  index * parts + j, index * work.batch_size + start,
+                  tick if stop == size else lambda: None)
+
+
+def _run_part(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tensor,
+              seeds: tuple[int, int, int], index: int, offset: int, tick: Callable[[], None]) -> None:
     model, device = work.model, work.device
     x, y = x.to(device), y.to(device)
-    noise_seed, rng_seed, attack_seed = batch_seeds(work.seed, index)
+    noise_seed, rng_seed, attack_seed = seeds
     several = work.n_passes > 1
     with eval_mode(model), torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(rng_seed)
@@ -187,7 +331,7 @@ def run_batch(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tens
         logits, acts = work.forward(x, noise_seed)
         state.counters[("clean", 0.0)].update_logits(
             logits, y, expected_correct(model, x, y, work.n_passes) if several else None)
-        clean = CleanBatch(x, y, logits, acts, index=index, offset=index * work.batch_size)
+        clean = CleanBatch(x, y, logits, acts, index=index, offset=offset)
         for analysis in work.analyses:
             analysis.update_clean(clean)
         for a_name, eps, attack in work.attacks:

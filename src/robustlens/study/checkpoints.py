@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 _FORMAT = 1
 # [study] keys that do not change a run's numbers: a run may resume with other values.
-_NEUTRAL_STUDY_KEYS = ("device", "checkpoint_every")
+_NEUTRAL_STUDY_KEYS = ("device", "checkpoint_every", "max_memory")
 
 
 def config_fingerprint(config_dict: dict[str, Any]) -> str:

@@ -180,6 +180,7 @@ class StudyConfig:
     device: str = "auto"
     expected_passes: int = 8
     checkpoint_every: float = 60.0
+    max_memory: int | None = None  # bytes; None: robustlens.study.memory.default_budget
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
     photos: PhotosConfig | None = None  # the optional [photos] table (robustlens.study.photos)
     comparisons: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -365,10 +366,16 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConf
                 required=("models",))
     study = _check_keys(raw.get("study", {}), {"name": str, "seed": int, "batch_size": int,
                                                "device": str, "expected_passes": int,
-                                               "checkpoint_every": float}, "[study]")
+                                               "checkpoint_every": float,
+                                               "max_memory": (str, int, float)}, "[study]")
     if study.get("checkpoint_every", 0) < 0:
         raise ConfigError(f"[study].checkpoint_every must be >= 0 seconds (0: after every batch); "
                           f"received {study['checkpoint_every']}.")
+    max_memory = None
+    if "max_memory" in study:
+        from robustlens.study.memory import parse_memory
+
+        max_memory = parse_memory(study["max_memory"])
     if study.get("expected_passes", 1) < 1:
         raise ConfigError(f"[study].expected_passes must be >= 1; received {study['expected_passes']}.")
     data = _check_keys(raw.get("data", {}), {"dataset": str, "split": str, "n_per_class": int,
@@ -425,7 +432,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path | None = None) -> StudyConf
         name=study.get("name", "study"), data=DataConfig(**data), models=models, attacks=attacks,
         analyses=analyses, seed=study.get("seed", 0),
         batch_size=batch_size, device=device, expected_passes=study.get("expected_passes", 8),
-        checkpoint_every=float(study.get("checkpoint_every", 60.0)), raw=raw, photos=photos,
+        checkpoint_every=float(study.get("checkpoint_every", 60.0)), max_memory=max_memory, raw=raw, photos=photos,
         comparisons=comparisons, analysis_options=analysis_options, comparison_options=comparison_options,
     )
 

@@ -17,6 +17,10 @@ How exact each figure is:
   batch also pays warm-up costs, so it errs high).
 * peak memory: measured on the timed batch on CUDA (``torch.cuda.max_memory_allocated``);
   on the CPU, parameters plus the largest batch's activations recorded, an estimate.
+* batch size that fits: the largest batch the memory budget (``[study].max_memory``, or a
+  share of the device's memory) holds, measured by the probe the run itself makes
+  (:meth:`~robustlens.study.batch.ModelWork.fit`; its passes are counted); a config batch
+  above it runs in parts of that size.
 * disk: trained models' weights in the cache, the per-example rows (if that analysis is
   on) and the recorded activations kept by no analysis (none): an estimate of the order
   of magnitude, not a byte count.
@@ -35,7 +39,9 @@ from torch import nn
 
 from robustlens.attacks import eval_mode, is_stochastic
 from robustlens.data import Dataset
+from robustlens.study.batch import BatchFit, ModelState, ModelWork
 from robustlens.study.config import StudyConfig
+from robustlens.study.memory import default_budget
 from robustlens.validation import check_model_input
 
 __all__ = ["PassCounter", "StudyPlan", "count_passes", "plan_study"]
@@ -95,7 +101,9 @@ class StudyPlan:
             norm, n_images, forward, backward, early_exit, exact, seconds`` (forward and
             backward in images through the model; ``exact`` False: an upper bound).
         models: one row per model: ``model, n_images, n_batches, forward, backward,
-            seconds, peak_memory_bytes, memory_measured, disk_bytes``.
+            seconds, peak_memory_bytes, memory_measured, disk_bytes, memory_budget_bytes,
+            batch_size_fits, split`` (``split``: the config's batch runs in parts of
+            ``batch_size_fits`` images).
         device: where it was timed.
     """
 
@@ -115,6 +123,19 @@ class StudyPlan:
         m["time"] = [_duration(s) + " (est.)" for s in m["seconds"]]
         lines.append(m[["model", "n_images", "n_batches", "forward", "backward", "time", "peak_memory",
                         "disk"]].to_string(index=False))
+        if "batch_size_fits" in self.models:
+            lines.append("")
+            for row in self.models.to_dict("records"):
+                fits, budget = int(row["batch_size_fits"]), _size(row["memory_budget_bytes"])
+                if fits < 1:
+                    lines.append(f"{row['model']}: not one image fits the memory budget of {budget}; raise "
+                                 "[study].max_memory or record fewer layers.")
+                elif row["split"]:
+                    lines.append(f"{row['model']}: batch size that fits the memory budget of {budget}: {fits}; "
+                                 f"the config's batch is split into parts of {fits} images.")
+                else:
+                    lines.append(f"{row['model']}: batch size that fits the memory budget of {budget}: {fits}; "
+                                 "the config's batch runs whole.")
         total = float(self.models["seconds"].sum())
         lines += ["", f"Total: {int(self.models['forward'].sum())} forward and "
                   f"{int(self.models['backward'].sum())} backward image passes, about {_duration(total)}, "
@@ -156,6 +177,27 @@ def _measure(attack: object, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     return counted.forward, counted.backward, time.perf_counter() - t0
+
+
+def _fit(config: StudyConfig, name: str, model: nn.Module, data: Dataset, x: torch.Tensor, y: torch.Tensor,
+         dev: torch.device, early_exit: bool, stochastic: bool,
+         surrogates: dict[str, nn.Module]) -> tuple[PassCounter, BatchFit]:
+    """The run's memory probe on this model (its passes counted): the batch size that fits."""
+    from robustlens.study.runner import _build_analysis  # noqa: PLC0415  (one definition)
+
+    analyses = [_build_analysis(config, k, name, model, data.class_names) for k in config.analyses]
+    attacks = [(a.name, eps, a.build(eps, surrogates[a.surrogate] if a.surrogate else None))
+               for a in config.attacks for eps in a.eps]
+    state = ModelState([("clean", 0.0)] + [(n, e) for n, e, _ in attacks], data.num_classes, analyses)
+    layer_sets = [a.layers() for a in analyses]
+    layers = None if any(s is None for s in layer_sets) else sorted({v for s in layer_sets for v in (s or [])})
+    work = ModelWork(model, attacks, analyses, layers, stochastic, early_exit,
+                     config.expected_passes if stochastic else 1, dev, config.seed, config.batch_size)
+    budget = config.max_memory if config.max_memory is not None else default_budget(dev)
+    k = min(2, config.batch_size, len(x))
+    with eval_mode(model), count_passes(model) as counted:
+        fit = work.fit(x[:k], y[:k], budget, state)
+    return counted, fit
 
 
 def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str | None = None) -> StudyPlan:
@@ -257,6 +299,9 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
         else:
             params = sum(p.numel() * p.element_size() for p in model.parameters())
             peak, measured = params + 3 * recorded_bytes + x.numel() * x.element_size() * 4, False
+        fit_passes, fit = _fit(config, mc.name, model, data, x, y, dev, early_exit, stochastic, surrogates)
+        model_forward += fit_passes.forward
+        model_backward += fit_passes.backward
         disk = 0
         if mc.train is not None:
             disk += sum(p.numel() * p.element_size() for p in model.parameters())
@@ -265,5 +310,7 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
         disk += 200_000  # tables, figures, report
         model_rows.append({"model": mc.name, "n_images": n, "n_batches": n_batches, "forward": model_forward,
                            "backward": model_backward, "seconds": seconds, "peak_memory_bytes": peak,
-                           "memory_measured": measured, "disk_bytes": disk})
+                           "memory_measured": measured, "disk_bytes": disk,
+                           "memory_budget_bytes": fit.budget, "batch_size_fits": fit.batch_size,
+                           "split": 1 <= fit.batch_size < bs})
     return StudyPlan(pd.DataFrame(rows), pd.DataFrame(model_rows), str(dev))

@@ -17,6 +17,8 @@ study resumes; under ``torchrun`` it runs sharded (see :mod:`robustlens.study.di
 
 from __future__ import annotations
 
+import copy
+import gc
 import logging
 import platform
 import re
@@ -48,6 +50,7 @@ from robustlens.study.batch import ModelState, ModelWork, run_batch
 from robustlens.study.checkpoints import FinishedModel, ResumeStore, config_fingerprint
 from robustlens.study.config import ModelConfig, StudyConfig
 from robustlens.study.distributed import World, join_world, leave_world
+from robustlens.study.memory import default_budget, format_size, is_out_of_memory
 from robustlens.study.models import default_cache_dir, obtain_model
 
 __all__ = ["StudyResult", "resolve_device", "run_study"]
@@ -95,7 +98,7 @@ def _config_dict(config: StudyConfig) -> dict[str, Any]:
     d.pop("raw")
     out = {"study": {"name": d["name"], "seed": d["seed"], "batch_size": d["batch_size"],
                      "device": d["device"], "expected_passes": d["expected_passes"],
-                     "checkpoint_every": d["checkpoint_every"]},
+                     "checkpoint_every": d["checkpoint_every"], "max_memory": d["max_memory"]},
            "data": d["data"], "models": [], "attacks": [], "analyses": d["analyses"]}
     for m in d["models"]:
         m = {k: v for k, v in m.items() if not (k in ("random", "pretrained", "allow_pickle") and not v)}
@@ -240,7 +243,19 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: Dataset,
     def indices(b: int) -> torch.Tensor:
         return torch.arange(b * config.batch_size, min((b + 1) * config.batch_size, n))
 
+    def save() -> None:
+        nonlocal resumable
+        if run.store is not None and resumable:
+            try:
+                run.store.save_units(name, state.state_dict())
+            except NotImplementedError as err:
+                resumable = False
+                log.warning("%s: no resume points for this model (%s)", name, err)
+
     todo = mine[state.batches_done:]
+    budget = config.max_memory if config.max_memory is not None else default_budget(run.device)
+    micro = _micro_batch(run, name, work, state, data, budget) if todo else config.batch_size
+    run.manifest.setdefault("micro_batch", {})[name] = micro
     last_save = time.monotonic()
     with eval_mode(model), ThreadPoolExecutor(max_workers=1) as reader:
         pending = reader.submit(data.get_batch, indices(todo[0])) if todo else None
@@ -249,16 +264,12 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: Dataset,
             x, y = pending.result()
             if position + 1 < len(todo):  # decode the next batch while this one is attacked
                 pending = reader.submit(data.get_batch, indices(todo[position + 1]))
-            run_batch(work, state, x, y, index, tick)
+            micro = _run_batch_safely(name, work, state, (x, y, index), tick, micro, budget, save)
             tick()
             state.batches_done += 1
             due = time.monotonic() - last_save >= config.checkpoint_every or position + 1 == len(todo)
-            if run.store is not None and resumable and due:
-                try:
-                    run.store.save_units(name, state.state_dict())
-                except NotImplementedError as err:
-                    resumable = False
-                    log.warning("%s: no resume points for this model (%s)", name, err)
+            if due:
+                save()
                 last_save = time.monotonic()
     run.manifest.setdefault("stochastic", {})[name] = work.stochastic
     if world.distributed:
@@ -273,6 +284,83 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: Dataset,
     for row in summary.to_dict("records"):
         run.accuracy.append({"model": name, **row, "stochastic": work.stochastic, "n_passes": work.n_passes})
     return state
+
+
+def _micro_batch(run: _Run, name: str, work: ModelWork, state: ModelState, data: Dataset, budget: int) -> int:
+    """The images per part of a batch: the config's batch size if it fits the memory budget,
+    else the largest that fits (logged once); one clear error if not one image fits."""
+    config = run.config
+    x, y = data.get_batch(torch.arange(min(2, config.batch_size, len(data))))
+    with eval_mode(work.model):
+        fit = work.fit(x, y, budget, state)
+    run.manifest.setdefault("memory", {})[name] = {
+        "budget_bytes": fit.budget, "in_use_bytes": fit.in_use, "per_image_bytes": fit.per_image,
+        "batch_size_fits": fit.batch_size}
+    if fit.batch_size < 1:
+        raise ConfigError(fit.too_small(name) + _kept(state.batches_done))
+    if fit.batch_size < config.batch_size:
+        log.warning("%s: a batch of %d images needs about %s, over the memory budget of %s (%s in use); "
+                    "running each batch in parts of %d images, the largest batch size that fits.",
+                    name, config.batch_size, format_size(fit.in_use + fit.per_image * config.batch_size),
+                    format_size(fit.budget), format_size(fit.in_use), fit.batch_size)
+        return fit.batch_size
+    return config.batch_size
+
+
+def _kept(batches_done: int) -> str:
+    if not batches_done:
+        return ""
+    return f" The {batches_done} batches already done are kept in the resume points: run again to continue."
+
+
+def _run_batch_safely(name: str, work: ModelWork, state: ModelState,
+                      batch: tuple[torch.Tensor, torch.Tensor, int], tick: Callable[[], None], micro: int,
+                      budget: int, save: Callable[[], None]) -> int:
+    """Run one batch (images, labels, index) in parts of ``micro`` images; on an out-of-memory
+    error, go back to the sums before the batch and run it again in parts half as large, down
+    to one image; there, save the sums of the batches done and raise one clear error.
+
+    Returns:
+        The part size that worked (kept for the next batches).
+    """
+    x, y, index = batch
+    snapshot = copy.deepcopy(state.state_dict())
+    shown = 0  # progress ticks already shown for this batch (a retry does not repeat them)
+
+    while True:
+        seen = 0
+
+        def part_tick() -> None:
+            nonlocal seen, shown
+            seen += 1
+            if seen > shown:
+                shown += 1
+                tick()
+
+        failure = ""
+        try:
+            run_batch(work, state, x, y, index, part_tick, micro)
+            return micro
+        except Exception as err:  # noqa: BLE001  (only an allocation failure is caught)
+            if not is_out_of_memory(err):
+                raise
+            failure = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+        # out of the except block: the failed attempt's tensors are unreachable now
+        state.restore(snapshot)
+        gc.collect()
+        if work.device.type == "cuda":
+            torch.cuda.empty_cache()
+        size = min(micro, len(x))
+        if size <= 1:
+            save()
+            raise ConfigError(
+                f"{name}: one image does not fit in memory on {work.device} (batch {index} failed at 1 image: "
+                f"{failure}); the memory budget is {format_size(budget)}. Raise "
+                "[study].max_memory (or pass --max-memory) if the device has more, free memory, or record "
+                f"fewer layers (the analyses' `layers`).{_kept(state.batches_done)}")
+        micro = size // 2
+        log.warning("%s: batch %d ran out of memory (%s); running it again in parts of %d images, and the "
+                    "next batches too.", name, index, failure, micro)
 
 
 _PHOTOS = "[photos]"  # the photos part's name among the resume points

@@ -1,0 +1,188 @@
+"""A study run's memory budget: sizes, the device's memory, peaks, and out-of-memory errors.
+
+The budget is the most memory the run may hold on its device: on the CPU, the process's
+resident memory (what Linux's ``VmHWM`` reports as its peak); on CUDA, the bytes PyTorch
+allocates on the GPU (``torch.cuda.max_memory_allocated``). ``[study].max_memory`` sets it
+(``"6GiB"``, ``"500 MB"`` or a number of bytes); by default it is a safe fraction of what
+the device has: :func:`default_budget`.
+
+:func:`parse_memory` reads a size, :func:`memory_in_use` and :class:`PeakMemory` measure,
+:func:`is_out_of_memory` recognizes an allocation failure (CUDA's and the CPU's).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import TracebackType
+
+import torch
+
+from robustlens.errors import ConfigError
+
+__all__ = ["PeakMemory", "default_budget", "format_size", "is_out_of_memory", "memory_in_use",
+           "parse_memory"]
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+          "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}
+_SIZE = re.compile(r"^\s*([-+]?[0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*$")
+
+CPU_FRACTION = 0.75
+"""Default CPU budget: the process's resident memory plus this share of the memory available."""
+CUDA_FRACTION = 0.85
+"""Default CUDA budget: this share of the GPU memory free plus what PyTorch already holds."""
+
+
+def parse_memory(value: object, where: str = "[study].max_memory") -> int:
+    """A memory size in bytes from a config value.
+
+    Args:
+        value: a number of bytes (int or float) or a string with a unit: ``"6GiB"``,
+            ``"1.5 GB"``, ``"800MiB"`` (B, kB/KiB, MB/MiB, GB/GiB, TB/TiB; case-insensitive;
+            kB = 1000 B, KiB = 1024 B).
+        where: the config key named in errors.
+
+    Returns:
+        The size in bytes (> 0).
+
+    Raises:
+        ConfigError: not a size, an unknown unit, or a size <= 0.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{where} must be a memory size such as \"6GiB\" or a number of bytes; "
+                          f"received {value!r}.")
+    if isinstance(value, int | float):
+        number, unit = float(value), ""
+    elif isinstance(value, str):
+        match = _SIZE.match(value)
+        if match is None:
+            raise ConfigError(f"{where} must be a memory size such as \"6GiB\", \"500MB\" or a number of "
+                              f"bytes; received {value!r}.")
+        number, unit = float(match.group(1)), match.group(2).lower()
+        if unit not in _UNITS:
+            raise ConfigError(f"{where}: unknown unit {match.group(2)!r} in {value!r}; use B, kB, KiB, MB, "
+                              "MiB, GB, GiB, TB or TiB (e.g. \"6GiB\").")
+    else:
+        raise ConfigError(f"{where} must be a memory size such as \"6GiB\" or a number of bytes; "
+                          f"received {value!r}.")
+    size = number * _UNITS[unit]
+    if not size >= 1 or size == float("inf"):
+        raise ConfigError(f"{where} must be a positive memory size (e.g. \"6GiB\"); received {value!r}.")
+    return int(size)
+
+
+def format_size(n: float) -> str:
+    """``6442450944`` -> ``"6.0 GiB"``.
+
+    Args:
+        n: a size in bytes.
+    """
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _proc_kib(path: str, key: str) -> int | None:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_in_use(device: torch.device) -> int:
+    """Bytes this process holds on ``device`` now (CPU: resident memory; CUDA: allocated).
+
+    Args:
+        device: the run's device.
+    """
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    rss = _proc_kib("/proc/self/status", "VmRSS")
+    if rss is not None:
+        return rss
+    import resource  # noqa: PLC0415  (not on every platform)
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def default_budget(device: torch.device) -> int:
+    """The budget when ``[study].max_memory`` is not given: a safe share of the device's memory.
+
+    CPU: what the process holds plus :data:`CPU_FRACTION` of the memory the system has
+    available (``MemAvailable`` of ``/proc/meminfo``). CUDA: :data:`CUDA_FRACTION` of the
+    GPU's free memory plus what PyTorch already reserved (``torch.cuda.mem_get_info``).
+
+    Args:
+        device: the run's device.
+    """
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(CUDA_FRACTION * (free + torch.cuda.memory_reserved(device)))
+    available = _proc_kib("/proc/meminfo", "MemAvailable")
+    if available is None:  # not Linux: assume 8 GiB free rather than refuse to run
+        available = 8 * 1024**3
+    return memory_in_use(device) + int(CPU_FRACTION * available)
+
+
+class PeakMemory:
+    """The peak memory held on a device while a block runs (absolute bytes, as the budget).
+
+    CPU: the process's resident peak, reset on entry through ``/proc/self/clear_refs`` (Linux);
+    where it cannot be reset, the peak since the process started. CUDA:
+    ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``.
+
+    Args:
+        device: the device measured.
+
+    Attributes:
+        start: bytes held on entry.
+        peak: the highest bytes held during the block (after exit).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.start = 0
+        self.peak = 0
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass
+        self.start = memory_in_use(self.device)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = int(torch.cuda.max_memory_allocated(self.device))
+        else:
+            hwm = _proc_kib("/proc/self/status", "VmHWM")
+            self.peak = hwm if hwm is not None else memory_in_use(self.device)
+        self.peak = max(self.peak, self.start)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation failure: CUDA out of memory, a CPU allocator that could
+    not allocate, or Python's ``MemoryError``.
+
+    Args:
+        err: the exception caught.
+    """
+    if isinstance(err, torch.cuda.OutOfMemoryError | MemoryError):
+        return True
+    if isinstance(err, RuntimeError):
+        text = str(err)
+        return ("can't allocate memory" in text or "out of memory" in text.lower()
+                or "DefaultCPUAllocator" in text)
+    return False
