@@ -7,6 +7,7 @@ the resume point kept, when not one image fits.
 
 from __future__ import annotations
 
+import json
 import logging
 import tomllib
 from pathlib import Path
@@ -18,8 +19,8 @@ import torch
 
 from robustlens.cli import main
 from robustlens.errors import ConfigError
-from robustlens.study import parse_config, run_study
 from robustlens.study import batch as batch_module
+from robustlens.study import parse_config, run_study
 from robustlens.study import runner as runner_module
 from robustlens.study.batch import BatchFit, ModelWork
 from robustlens.study.memory import format_size, is_out_of_memory, parse_memory
@@ -61,7 +62,8 @@ layers = "all"
 [analyses.manifolds]
 """
 
-OOM_TEXT = "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes."
+OOM_TEXT = ("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+            "allocate 1 bytes.")
 
 
 def _config(extra: str = "") -> object:
@@ -114,8 +116,9 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
         pytest.skip("Fashion-MNIST files not installed")
     out = tmp_path_factory.mktemp("whole")
     result = run_study(_config(), out / "run", cache_dir=out / "cache")  # type: ignore[arg-type]
-    manifest = (out / "run" / "manifest.json").read_text()
-    assert '"micro_batch": {\n    "cnn": 8' in manifest  # the default budget holds a batch of 8
+    manifest = json.loads((out / "run" / "manifest.json").read_text())
+    assert manifest["micro_batch"] == {"cnn": 8}  # the default budget holds a batch of 8
+    assert manifest["memory"]["cnn"]["batch_size_fits"] >= 8 and manifest["memory"]["cnn"]["per_image_bytes"] > 0
     return result.tables
 
 
@@ -158,8 +161,8 @@ def test_an_out_of_memory_error_halves_the_batch_and_the_run_completes(
     assert "DefaultCPUAllocator" in retries[0]
     assert max(s for s in sizes[-50:]) <= 2  # the later batches keep the size that worked
     _assert_same_tables(whole, parts.tables)
-    manifest = (tmp_path / "run" / "manifest.json").read_text()
-    assert '"complete"' in manifest
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["micro_batch"] == {"cnn": 2}
 
 
 @needs_fmnist

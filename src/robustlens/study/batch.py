@@ -95,16 +95,24 @@ class BatchFit:
                 "analyses' `layers`).")
 
 
-_QUICK_FIELDS = ("steps", "restarts", "queries")
+_QUICK_FIELDS = ("steps", "restarts", "queries", "rounds", "epochs")
 
 
 def _quick(attack: Attack) -> Attack:
-    """``attack`` with one step and one restart: the same memory per step, a fraction of the time."""
+    """``attack`` with one step, restart, query, round and epoch (and so its inner attack, for a
+    transfer attack): the same memory per step, a fraction of the time."""
     if not dataclasses.is_dataclass(attack):
         return attack
-    changes = {f.name: 1 for f in dataclasses.fields(attack)
-               if f.name in _QUICK_FIELDS and isinstance(getattr(attack, f.name), int)
-               and not isinstance(getattr(attack, f.name), bool) and getattr(attack, f.name) > 1}
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(attack):
+        if not f.init:
+            continue
+        value = getattr(attack, f.name)
+        if isinstance(value, Attack):
+            changes[f.name] = _quick(value)
+        elif (f.name in _QUICK_FIELDS and isinstance(value, int) and not isinstance(value, bool)
+              and value > 1):
+            changes[f.name] = 1
     if not changes:
         return attack
     try:
@@ -343,4 +351,6 @@ def _run_part(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tens
             batch = AnalysisBatch(a_name, eps, clean, x_adv, adv_logits, adv_acts, attack.norm, result)
             for analysis in work.analyses:
                 analysis.update(batch)
+            # this unit's activations go before the next unit's attack runs: one unit's at a time
+            del batch, adv_acts, adv_logits, x_adv, result
             tick()

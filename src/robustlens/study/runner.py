@@ -271,6 +271,7 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: Dataset,
             if due:
                 save()
                 last_save = time.monotonic()
+    run.manifest["micro_batch"][name] = micro  # the part size the batches ended with
     run.manifest.setdefault("stochastic", {})[name] = work.stochastic
     if world.distributed:
         states = world.gather(state.state_dict())
