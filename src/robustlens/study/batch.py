@@ -88,8 +88,10 @@ class BatchFit:
         Args:
             model: the model's name in the study.
         """
-        return (f"{model}: one image does not fit in the memory budget: it needs about "
-                f"{format_size(self.per_image)} on top of the {format_size(self.in_use)} already in use, "
+        need = ("ran out of memory on the device" if math.isinf(self.per_image)
+                else f"needs about {format_size(self.per_image)}")
+        return (f"{model}: one image does not fit in the memory budget: it {need} "
+                f"on top of the {format_size(self.in_use)} already in use, "
                 f"and the budget is {format_size(self.budget)}. Raise [study].max_memory (or pass "
                 "--max-memory) if the device has more, free memory, or record fewer layers (the "
                 "analyses' `layers`).")
