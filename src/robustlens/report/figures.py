@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 
 from robustlens.io import atomic_path
 
-__all__ = ["corruption_accuracy_figure", "FIGURE_DPI", "accuracy_vs_eps_figure", "save_png"]
+__all__ = ["FIGURE_DPI", "accuracy_vs_eps_figure", "cascade_accuracy_figure", "corruption_accuracy_figure",
+           "found_by_figure", "save_png"]
 
 FIGURE_DPI = 110
 """Resolution of the report's PNG figures (dots per inch)."""
@@ -94,4 +95,81 @@ def corruption_accuracy_figure(accuracy: pd.DataFrame) -> Figure:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
     axes[-1].legend(fontsize=7)
+    return fig
+
+
+_NORM_NAMES = {"inf": "L-inf", "2": "L2", "1": "L1"}
+
+
+def _eps_text(norm: str, eps: float) -> str:
+    return f"{_NORM_NAMES.get(norm, norm)} eps={eps:g}"
+
+
+def cascade_accuracy_figure(stages: pd.DataFrame) -> Figure:
+    """Robust accuracy after each stage of an AutoAttack cascade: one panel per attack label,
+    one line per model x eps, the stages on the x axis (stage 0: clean).
+
+    Args:
+        stages: the ``cascade_stages`` table (``[model,] attack, norm, eps, stage,
+            stage_attack, accuracy``; see :func:`robustlens.evaluation.cascade_stages`).
+    """
+    df = stages if "model" in stages.columns else stages.assign(model="")
+    attacks = list(dict.fromkeys(df["attack"]))
+    fig = Figure(figsize=(1.5 + 4.2 * len(attacks), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(attacks), squeeze=False, sharey=True)[0]
+    for ax, attack in zip(axes, attacks, strict=True):
+        mine = df[df["attack"] == attack]
+        names: dict[int, list[str]] = {}
+        for (model, norm, eps), g in mine.groupby(["model", "norm", "eps"], sort=False):
+            g = g.sort_values("stage")
+            for k, name in zip(g["stage"], g["stage_attack"], strict=True):
+                names.setdefault(int(k), [])
+                if name not in names[int(k)]:
+                    names[int(k)].append(str(name))
+            label = f"{model} {_eps_text(str(norm), float(eps))}".strip()
+            ax.plot(g["stage"], g["accuracy"], marker="o", label=label)
+        ticks = sorted(names)
+        ax.set_xticks(ticks, ["/".join(names[k]) for k in ticks], rotation=30, ha="right", fontsize=8)
+        ax.set_title(str(attack))
+        ax.set_xlabel("after stage")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("robust accuracy")
+    return fig
+
+
+def found_by_figure(stages: pd.DataFrame) -> Figure:
+    """Which stage of an AutoAttack cascade found the adversarial example of each image: one
+    stacked bar per model x attack x eps, one segment per stage (its ``broken`` count; stage
+    ``clean``: misclassified without attack), and the images no stage broke (``robust``).
+
+    Args:
+        stages: the ``cascade_stages`` table (``[model,] attack, norm, eps, stage,
+            stage_attack, broken, robust``; see :func:`robustlens.evaluation.cascade_stages`).
+    """
+    df = stages if "model" in stages.columns else stages.assign(model="")
+    groups = list(df.groupby(["model", "attack", "norm", "eps"], sort=False))
+    names = list(dict.fromkeys(df.sort_values("stage", kind="stable")["stage_attack"])) + ["robust"]
+    colours = {n: f"C{i % 10}" for i, n in enumerate(names)}
+    colours["robust"] = "0.8"
+    fig = Figure(figsize=(7.5, 1.2 + 0.45 * len(groups)), layout="constrained")
+    ax = fig.subplots()
+    seen: set[str] = set()
+    for row, ((model, attack, norm, eps), g) in enumerate(groups):
+        g = g.sort_values("stage")
+        parts = list(zip(g["stage_attack"], g["broken"], strict=True)) + [("robust", int(g["robust"].iloc[-1]))]
+        left = 0
+        for name, n in parts:
+            label = None if name in seen else str(name)
+            seen.add(str(name))
+            ax.barh(row, n, left=left, color=colours[str(name)], label=label, edgecolor="white")
+            if n:
+                ax.text(left + n / 2, row, str(int(n)), ha="center", va="center", fontsize=7)
+            left += n
+    ax.set_yticks(range(len(groups)),
+                  [f"{m} {a} {_eps_text(str(n), float(e))}".strip() for (m, a, n, e), _ in groups], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("images")
+    ax.legend(fontsize=7, title="found by", loc="outside right upper")
     return fig

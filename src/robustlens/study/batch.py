@@ -350,7 +350,7 @@ def _run_part(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tens
             adv_logits, adv_acts = work.forward(x_adv, noise_seed)
             state.counters[(a_name, eps)].update_logits(
                 adv_logits, y, expected_correct(model, x_adv, y, work.n_passes) if several else None)
-            batch = AnalysisBatch(a_name, eps, clean, x_adv, adv_logits, adv_acts, attack.norm, result)
+            batch = AnalysisBatch(a_name, eps, clean, x_adv, adv_logits, adv_acts, attack.norm, result, attack)
             for analysis in work.analyses:
                 analysis.update(batch)
             # this unit's activations go before the next unit's attack runs: one unit's at a time

@@ -32,6 +32,7 @@ BUILTIN_MODULES = (
     "robustlens.study.analyses.manifolds",
     "robustlens.study.analyses.pca_images",
     "robustlens.study.analyses.robustness",
+    "robustlens.study.analyses.audit",
     "robustlens.study.analyses.featurevis",
     "robustlens.study.analyses.saliency",
     "robustlens.study.analyses.dissimilarity_images",

@@ -20,7 +20,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from robustlens.attacks import AttackResult
+from robustlens.attacks import Attack, AttackResult
 from robustlens.errors import ConfigError, suggest
 
 __all__ = [
@@ -129,6 +129,8 @@ class AnalysisBatch:
         activations: the recorded activations of the adversarial images.
         norm: the attack's norm (``"inf"`` or ``"2"``).
         result: the attack's per-example outcome (success, L-inf / L2 norms, minimal norm).
+        method: the attack object itself (``None`` when not known), e.g. to tell a
+            black-box attack from a white-box one or read a cascade's stages.
     """
 
     attack: str
@@ -139,6 +141,7 @@ class AnalysisBatch:
     activations: Mapping[str, torch.Tensor]
     norm: str = "inf"
     result: AttackResult | None = None
+    method: Attack | None = None
 
 
 # ----------------------------------------------------------------------------------- options

@@ -3,28 +3,18 @@
 Wrapping :mod:`robustlens.evaluation`; enabled in a study config by their tables::
 
     [analyses.per_class]        # robust accuracy per class, per attack x eps
-    [analyses.per_example]      # one row per image x attack x eps (+ the worst case)
-    [analyses.audit]            # gradient-masking audit (evaluation.md), on a subset
-    attack = "pgd"              # "pgd" or "fgsm"
-    norm = "inf"                # "inf" or "2"
-    eps = 0.0                   # 0: the largest eps of the study
-    steps = 20
-    restarts = 1
-    eot_samples = 1
-    n_images = 200
-    tolerance = 0.03
+    [analyses.per_example]      # one row per image x attack x eps (+ the worst case, and
+                                # the stages of every AutoAttack cascade)
 
-The per-class and per-example analyses only read the runner's batches (no extra attack);
-the audit runs its own attacks on its first ``n_images`` clean images when the tables are
-asked for. Per-example rows grow with the number of images (one small row per image x
-condition); the others keep bounded state.
+Both only read the runner's batches (no extra attack). Per-example rows grow with the number
+of images (one small row per image x condition); the per-class counts are bounded. The
+gradient-masking audit is :mod:`robustlens.study.analyses.audit`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -32,28 +22,28 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from robustlens.attacks import FGSM, PGD, Attack, perturbation_norm
-from robustlens.data.dataset import ImageDataset
-from robustlens.evaluation import AccuracyCounter, accuracy_tables, topk_correct, worst_case
-from robustlens.evaluation.audit import audit_gradient_masking
-from robustlens.models import model_device
+from robustlens.attacks import AutoAttack, perturbation_norm
+from robustlens.evaluation import (
+    AccuracyCounter,
+    accuracy_tables,
+    cascade_stages,
+    resolved_stages,
+    topk_correct,
+    worst_case,
+)
+from robustlens.report.figures import cascade_accuracy_figure, found_by_figure
 from robustlens.study.analyses.contract import (
     AnalysisBatch,
-    AnalysisOptions,
     CleanBatch,
     Condition,
     StudyAnalysis,
-    choice,
     condition_key,
     condition_str,
-    count,
     merge_keyed,
-    number,
-    option,
     register_analysis,
 )
 
-__all__ = ["AuditAnalysis", "AuditOptions", "PerClassAnalysis", "PerExampleAnalysis", "per_class_small_multiples"]
+__all__ = ["PerClassAnalysis", "PerExampleAnalysis", "per_class_small_multiples"]
 
 Key = Condition
 
@@ -205,7 +195,10 @@ class PerExampleAnalysis(StudyAnalysis):
     attack's ``norm``; the worst case (:func:`robustlens.evaluation.worst_case`, the
     library's) groups attacks by (norm, eps): an image counts as robust there only if it
     survives every attack of that threat model, and attacks of different norms are never
-    merged.
+    merged; corruptions (no threat model) stay out of it. For every AutoAttack condition the
+    ``cascade_stages`` table (:func:`robustlens.evaluation.cascade_stages`) gives the robust
+    accuracy after each stage of the cascade and how many images each stage attacked and
+    broke, in the order the cascade ran them on this model.
     """
 
     name = "per_example"
@@ -216,7 +209,13 @@ class PerExampleAnalysis(StudyAnalysis):
         "a (norm, eps) only if it survives every attack of that norm run there; norms are never "
         "merged. The figure is that worst-case accuracy against eps, one line per model and norm: "
         "a lower bound on what a stronger adversary would leave, and the "
-        "number to quote.")
+        "number to quote. For an AutoAttack condition, the table <code>cascade_stages</code> and "
+        "two figures follow the cascade: the robust accuracy after each stage (stage 0 is the clean "
+        "accuracy; every later stage attacks only the images still standing, so the curve never "
+        "rises and its last point is the AutoAttack robust accuracy), and which stage found the "
+        "adversarial example of each image (<code>found_by</code> in <code>per_example</code>). A "
+        "late stage, above all the black-box Square, breaking many images that the gradient "
+        "stages left standing is a sign of gradient masking.")
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
                  options: Any = None, **raw: Any) -> None:
@@ -224,6 +223,7 @@ class PerExampleAnalysis(StudyAnalysis):
         self._rows: dict[Key, list[torch.Tensor]] = {}
         self._stages: list[str] = [""]  # found_by names; rows hold their index
         self._norms: dict[str, str] = {}
+        self._cascades: dict[str, tuple[str, ...]] = {}  # AutoAttack label -> its stages, in order
 
     def _stage_code(self, name: str) -> int:
         if name not in self._stages:
@@ -246,6 +246,9 @@ class PerExampleAnalysis(StudyAnalysis):
         row = torch.cat([row, codes[:, None]], dim=1)
         self._norms[batch.attack] = batch.norm
         self._rows.setdefault((batch.attack, batch.eps), []).append(row)
+        if isinstance(batch.method, AutoAttack) and batch.attack not in self._cascades:
+            stages = resolved_stages(batch.method, self.model, batch.clean.images)
+            self._cascades[batch.attack] = tuple(a.name for a in stages)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         frames = []
@@ -267,28 +270,41 @@ class PerExampleAnalysis(StudyAnalysis):
         df["clean_correct"] = df["clean_prediction"] == df["label"]
         df["correct"] = df["prediction"] == df["label"]
         df["success"] = ~df["correct"]
-        return {"per_example": df, "worst_case": worst_case(df)}
+        out = {"per_example": df, "worst_case": worst_case(df[df["norm"] != "none"])}
+        stages = cascade_stages(df, self._cascades)
+        if not stages.empty:
+            out["cascade_stages"] = stages
+        return out
 
     @classmethod
     def figures(cls, tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
+        out: list[tuple[str, Figure]] = []
         df = tables.get("worst_case")
-        if df is None or df.empty:
-            return []
-        if "norm" not in df:
-            df = df.assign(norm="")
-        acc = df.groupby(["model", "norm", "eps"])["correct"].mean().rename("accuracy").reset_index()
-        acc["curve"] = [f"{m} ({_norm_label(n)})" for m, n in zip(acc["model"], acc["norm"], strict=True)]
-        title = "Worst case over attacks of each norm: accuracy against eps"
-        return [(title, _accuracy_vs_eps_figure(acc, "curve", title))]
+        if df is not None and not df.empty:
+            if "norm" not in df:
+                df = df.assign(norm="")
+            acc = df.groupby(["model", "norm", "eps"])["correct"].mean().rename("accuracy").reset_index()
+            acc["curve"] = [f"{m} ({_norm_label(n)})" for m, n in zip(acc["model"], acc["norm"], strict=True)]
+            title = "Worst case over attacks of each norm: accuracy against eps"
+            out.append((title, _accuracy_vs_eps_figure(acc, "curve", title)))
+        stages = tables.get("cascade_stages")
+        if stages is not None and not stages.empty:
+            out.append(("AutoAttack: robust accuracy after each stage of the cascade",
+                        cascade_accuracy_figure(stages)))
+            out.append(("AutoAttack: which stage found the adversarial example of each image",
+                        found_by_figure(stages)))
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": {condition_str(k): torch.cat(r) for k, r in self._rows.items()},
-                "stages": list(self._stages), "norms": dict(self._norms)}
+                "stages": list(self._stages), "norms": dict(self._norms),
+                "cascades": {k: list(v) for k, v in self._cascades.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._rows = {condition_key(k): [v] for k, v in state["rows"].items()}
         self._stages = list(state.get("stages", [""]))
         self._norms = dict(state["norms"])
+        self._cascades = {k: tuple(v) for k, v in state.get("cascades", {}).items()}
 
     def merge(self, other: StudyAnalysis) -> None:
         assert isinstance(other, PerExampleAnalysis)
@@ -302,111 +318,5 @@ class PerExampleAnalysis(StudyAnalysis):
                 moved.append(r)
             self._rows.setdefault(key, []).extend(moved)
         self._norms.update(other._norms)
-
-
-@dataclass(frozen=True)
-class AuditOptions(AnalysisOptions):
-    """Options of ``[analyses.audit]``.
-
-    Attributes:
-        attack: ``"pgd"`` or ``"fgsm"``.
-        norm: ``"inf"`` or ``"2"``.
-        eps: the audit's radius in pixel units (0: the study's largest eps).
-        steps: PGD steps.
-        restarts: PGD random restarts.
-        eot_samples: gradient samples per step (> 1 for stochastic models).
-        n_images: how many of the study's first images are audited.
-        tolerance: the accuracy gap counted as a warning sign.
-        seed: the attacks' seed.
-    """
-
-    attack: str = option("pgd", choice("pgd", "fgsm"))
-    norm: str = option("inf", choice("inf", "2"))
-    eps: float = option(0.0, number(0, 1e6, hint=" (0: the study's largest eps)"))
-    steps: int = option(20, count(1))
-    restarts: int = option(1, count(1))
-    eot_samples: int = option(1, count(1))
-    n_images: int = option(200, count(1))
-    tolerance: float = option(0.03, number(0, 1))
-    seed: int = option(0, count(0))
-
-
-@register_analysis
-class AuditAnalysis(StudyAnalysis):
-    """The gradient-masking audit of :func:`~robustlens.evaluation.audit.audit_gradient_masking`."""
-
-    name = "audit"
-    title = "Gradient-masking audit"
-    report_text = (
-        "The gradient-masking audit: checks that the robust accuracy is not an artefact of "
-        "gradients that mislead the attack (accuracy falls with eps and reaches 0 at an "
-        "unbounded eps, iterative attacks beat single-step ones, more restarts change little, "
-        "attacks beat random noise and transfer, no zero gradients, EOT for stochastic models). "
-        "Each row is a check with its status, evidence and a suggestion; a flag means the "
-        "accuracy above may overstate the model's robustness until the suggested stronger "
-        "evaluation is run.")
-    Options = AuditOptions
-
-    def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
-                 options: Any = None, **raw: Any) -> None:
-        super().__init__(model_name, model, class_names, options, **raw)
-        # the study's first n_images images (by position in the data order), with positions
-        self._images: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
-        self._positions: list[torch.Tensor] = []
-        self._max_eps = 0.0
-
-    def _attack(self, eps: float) -> Attack:
-        o = self.options
-        if o.attack == "fgsm":
-            return FGSM(eps, eot_samples=o.eot_samples)
-        return PGD(eps, steps=o.steps, norm=o.norm, restarts=o.restarts,
-                   eot_samples=o.eot_samples, seed=o.seed)
-
-    def update_clean(self, batch: CleanBatch) -> None:
-        room = self.options.n_images - batch.offset
-        if room > 0:
-            self._images.append(batch.images[:room].detach().cpu())
-            self._labels.append(batch.labels[:room].detach().cpu())
-            self._positions.append(torch.arange(batch.offset, batch.offset + len(self._labels[-1])))
-
-    def _kept(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        positions = torch.cat(self._positions)
-        order = positions.argsort()
-        return torch.cat(self._images)[order], torch.cat(self._labels)[order], positions[order]
-
-    def update(self, batch: AnalysisBatch) -> None:
-        if math.isfinite(batch.eps) and batch.norm != "none":  # "none": a corruption (its eps slot is a severity)
-            self._max_eps = max(self._max_eps, float(batch.eps))
-
-    def tables(self) -> dict[str, pd.DataFrame]:
-        if not self._images:
-            return {}
-        eps = float(self.options.eps) or self._max_eps or 8 / 255
-        images, labels, _ = self._kept()
-        data = ImageDataset(images, labels, self.class_names)
-        device = model_device(self.model)
-        table = audit_gradient_masking(self.model, data, self._attack(eps),
-                                       n_images=self.options.n_images,
-                                       tolerance=self.options.tolerance, device=device,
-                                       seed=self.options.seed)
-        return {"audit": table}
-
-    def state_dict(self) -> dict[str, Any]:
-        if not self._images:
-            return {"max_eps": self._max_eps}
-        images, labels, positions = self._kept()
-        return {"images": images, "labels": labels, "positions": positions, "max_eps": self._max_eps}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._max_eps = float(state.get("max_eps", 0.0))
-        self._images = [state["images"]] if "images" in state else []
-        self._labels = [state["labels"]] if "labels" in state else []
-        self._positions = [state["positions"]] if "positions" in state else []
-
-    def merge(self, other: StudyAnalysis) -> None:
-        assert isinstance(other, AuditAnalysis)
-        self._images += other._images
-        self._labels += other._labels
-        self._positions += other._positions
-        self._max_eps = max(self._max_eps, other._max_eps)
+        for label, names in other._cascades.items():
+            self._cascades.setdefault(label, names)
