@@ -112,7 +112,8 @@ def black_box_check(per_example: pd.DataFrame, components: Mapping[str, Mapping[
     columns = (["model"] if "model" in per_example.columns else []) + list(AUDIT_COLUMNS) + ["count", "n_images"]
     df = per_example[per_example["attack"].isin(list(components))
                      & per_example["norm"].isin(list(_NORM_LABEL))]
-    df = df[[isinstance(e, int | float) and math.isfinite(e) for e in df["eps"]]]
+    df = df[pd.Series([isinstance(e, int | float) and math.isfinite(e) for e in df["eps"]], index=df.index,
+                      dtype=bool)]
     kinds = []
     for label, found, correct in zip(df["attack"], df["found_by"].fillna(""), df["correct"], strict=True):
         own = components[label]

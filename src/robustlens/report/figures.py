@@ -171,5 +171,5 @@ def found_by_figure(stages: pd.DataFrame) -> Figure:
                   [f"{m} {a} {_eps_text(str(n), float(e))}".strip() for (m, a, n, e), _ in groups], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("images")
-    ax.legend(fontsize=7, title="found by", loc="outside right upper")
+    fig.legend(fontsize=7, title="found by", loc="outside right upper")
     return fig

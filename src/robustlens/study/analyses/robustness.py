@@ -72,15 +72,21 @@ def per_class_small_multiples(df: pd.DataFrame, title: str = "") -> Figure:
     (columns), one line per class, shared axes and one legend.
 
     Args:
-        df: ``per_class`` rows (``model, attack, eps, class_name, accuracy``); the clean rows
+        df: ``per_class`` rows (``model, attack, eps, class_name, accuracy``, and ``severity``
+            for corruptions, whose panels run over severity); the clean rows
             (``attack == "clean"``) give every curve its eps = 0 point.
         title: the figure's title.
     """
     models = list(dict.fromkeys(df["model"]))
     attacks = [a for a in dict.fromkeys(df["attack"]) if a != "clean"] or ["clean"]
     classes = list(dict.fromkeys(df["class_name"]))
+    # a corruption has no eps: its panels run over its severity (0: clean)
+    severity = df["severity"] if "severity" in df.columns else pd.Series(pd.NA, index=df.index)
+    corrupted = set(df.loc[severity.notna().to_numpy(), "attack"])
+    x_of = df["eps"].where(severity.isna(), severity.astype("Float64")).astype(float)
+    df = df.assign(_x=x_of)
     fig = Figure(figsize=(1.0 + 3.0 * len(attacks), 0.6 + 2.3 * len(models)), layout="constrained")
-    axes = fig.subplots(len(models), len(attacks), squeeze=False, sharex=True, sharey=True)
+    axes = fig.subplots(len(models), len(attacks), squeeze=False, sharex="col", sharey=True)
     colours = [f"C{i % 10}" for i in range(len(classes))]
     styles = ["-", "--", ":", "-."]
     for r, model in enumerate(models):
@@ -89,10 +95,10 @@ def per_class_small_multiples(df: pd.DataFrame, title: str = "") -> Figure:
         for c, attack in enumerate(attacks):
             ax = axes[r, c]
             rows = pd.concat([clean, mine[mine["attack"] == attack]]) if attack != "clean" else clean
-            rows = rows[rows["eps"].map(math.isfinite)]
+            rows = rows[rows["_x"].map(math.isfinite)]
             for i, name in enumerate(classes):
-                g = rows[rows["class_name"] == name].sort_values("eps")
-                ax.plot(g["eps"], g["accuracy"], marker="o", markersize=2.5, linewidth=1.0,
+                g = rows[rows["class_name"] == name].sort_values("_x")
+                ax.plot(g["_x"], g["accuracy"], marker="o", markersize=2.5, linewidth=1.0,
                         color=colours[i], linestyle=styles[(i // 10) % len(styles)], label=str(name))
             ax.set_ylim(-0.03, 1.03)
             ax.grid(alpha=0.3)
@@ -101,7 +107,7 @@ def per_class_small_multiples(df: pd.DataFrame, title: str = "") -> Figure:
             if c == 0:
                 ax.set_ylabel(f"{model}\naccuracy", fontsize=9)
             if r == len(models) - 1:
-                ax.set_xlabel("eps (pixel units)", fontsize=9)
+                ax.set_xlabel("severity (0: clean)" if attack in corrupted else "eps (pixel units)", fontsize=9)
     if len(classes) <= MAX_LEGEND_CLASSES:
         handles, labels = axes[0, 0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="class")
@@ -160,7 +166,7 @@ class PerClassAnalysis(StudyAnalysis):
         df = tables.get("per_class")
         if df is None or df.empty:
             return []
-        title = "Accuracy per class against eps (rows: models, columns: attacks)"
+        title = "Accuracy per class against eps (corruptions: severity; rows: models, columns: attacks)"
         return [(title, per_class_small_multiples(df, title))]
 
     def state_dict(self) -> dict[str, Any]:
