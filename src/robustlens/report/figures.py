@@ -156,7 +156,7 @@ def found_by_figure(stages: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(7.5, 1.2 + 0.45 * len(groups)), layout="constrained")
     ax = fig.subplots()
     seen: set[str] = set()
-    for row, ((model, attack, norm, eps), g) in enumerate(groups):
+    for row, (_, g) in enumerate(groups):
         g = g.sort_values("stage")
         parts = list(zip(g["stage_attack"], g["broken"], strict=True)) + [("robust", int(g["robust"].iloc[-1]))]
         left = 0
