@@ -128,3 +128,24 @@ def test_black_box_check_needs_both_kinds():
     # a corruption row (no threat model, eps NaN) is left out
     corrupt = table.assign(norm="none", eps=math.nan)
     assert black_box_check(corrupt, COMPONENTS).empty
+
+
+def test_corruptions_have_no_eps_in_the_library_tables():
+    import torch
+
+    from robustlens.attacks import Corruption
+    from robustlens.data import load_digits
+    from robustlens.errors import ConfigError
+    from robustlens.evaluation import evaluate_robustness
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    data = load_digits("test").subset(torch.arange(12))
+    res = evaluate_robustness(model, data, {"gn_1": Corruption("gaussian_noise", severity=1),
+                                            "gn_3": Corruption("gaussian_noise", severity=3)})
+    for table in (res.summary, res.per_class, res.per_example):
+        rows = table[table.attack.str.startswith("gn")]
+        assert len(rows) and rows.eps.isna().all() and (rows.norm == "none").all()
+    with pytest.raises(ConfigError, match="own label"):
+        evaluate_robustness(model, data, {"gn": [Corruption("gaussian_noise", severity=1),
+                                                 Corruption("gaussian_noise", severity=3)]})

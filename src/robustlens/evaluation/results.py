@@ -108,6 +108,11 @@ def _flatten(attacks: Mapping[str, AttackSpec]) -> list[tuple[str, Attack]]:
                 raise ConfigError(f"attacks[{label!r}] must be an attack or a list of attacks; "
                                   f"received {type(a).__name__}.")
             out.append((label, a))
+    labels = [label for label, a in out if a.norm == "none"]
+    if len(set(labels)) != len(labels):  # a corruption has no eps (nan): one severity per label
+        raise ConfigError("a corruption has no eps to sweep, so each label may hold one corruption at one "
+                          f"severity; received several under {sorted(set(labels))}. Give each severity its "
+                          "own label, e.g. {'gaussian_noise_3': Corruption('gaussian_noise', severity=3)}.")
     keys = [(label, float(a.eps)) for label, a in out]
     if len(set(keys)) != len(keys):
         raise ConfigError("each attack label may list every eps once; received duplicates in "
