@@ -78,6 +78,10 @@ def test_the_report_shows_the_cascade_and_the_black_box_check(study: tuple[Path,
         square = cascade[(cascade.eps == row.eps) & (cascade.stage_attack == "square")]
         assert row["count"] <= int(square.broken.iloc[0]) and row["n_images"] == 20
     assert "The gradient-masking audit" in html
+    at = cascade[cascade.eps == 0.05].set_index("stage")  # the summary's line, from the table
+    first, last = at.loc[0], at.loc[4]
+    assert (f"AutoAttack <b>aa</b> at L-inf eps 0.05: a {first.accuracy:.3f} clean, {last.accuracy:.3f} after 4 stages "
+            f"(square, the last, broke {last.broken} of the {last.attacked} images left)") in html
 
 
 def test_corruption_rows_have_no_eps(study: tuple[Path, dict[str, pd.DataFrame]]) -> None:

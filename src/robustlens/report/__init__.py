@@ -10,10 +10,10 @@ Nothing here changes matplotlib's global state: figures are drawn on their own A
 """
 
 from robustlens.report.build import build_report
-from robustlens.report.figures import accuracy_vs_eps_figure, save_png
+from robustlens.report.figures import accuracy_vs_eps_figure, cascade_accuracy_figure, found_by_figure, save_png
 from robustlens.report.html import ReportSection, write_report
 from robustlens.report.rundir import RunDir, assign_tables
-from robustlens.report.summary import accuracy_summary, audit_flags, headline_table
+from robustlens.report.summary import accuracy_summary, audit_flags, cascade_notes, headline_table
 
 __all__ = [
     "ReportSection",
@@ -23,6 +23,9 @@ __all__ = [
     "assign_tables",
     "audit_flags",
     "build_report",
+    "cascade_accuracy_figure",
+    "cascade_notes",
+    "found_by_figure",
     "headline_table",
     "save_png",
     "write_report",

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from robustlens.report.figures import accuracy_vs_eps_figure, corruption_accuracy_figure, save_png
 from robustlens.report.html import ReportSection, write_report
 from robustlens.report.rundir import PHOTOS, RunDir
-from robustlens.report.summary import accuracy_summary, audit_flags, headline_table, summary_notes
+from robustlens.report.summary import accuracy_summary, audit_flags, cascade_notes, headline_table, summary_notes
 
 __all__ = ["build_report"]
 
@@ -75,7 +75,7 @@ def _summary(run: RunDir, analysis_sections: list[ReportSection]) -> ReportSecti
     if status.startswith("failed"):
         parts.append(f"<p class='flag'>The run did not finish ({html.escape(status)}); "
                      "the report shows the results written before it stopped.</p>")
-    notes = summary_notes(acc)
+    notes = summary_notes(acc) + cascade_notes(run.tables.get("cascade_stages"))
     flags = audit_flags(run.tables.get("audit"))
     if "audit" in run.owners:
         notes.append("The gradient-masking audit flagged: " + "; ".join(map(html.escape, flags))

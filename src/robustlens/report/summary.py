@@ -7,7 +7,7 @@ import html
 import numpy as np
 import pandas as pd
 
-__all__ = ["accuracy_summary", "audit_flags", "headline_table", "summary_notes"]
+__all__ = ["accuracy_summary", "audit_flags", "cascade_notes", "headline_table", "summary_notes"]
 
 
 def accuracy_summary(accuracy: pd.DataFrame) -> pd.DataFrame:
@@ -104,3 +104,30 @@ def summary_notes(accuracy: pd.DataFrame) -> list[str]:
         notes.append(f"Already at the smallest eps ({first:g}), <b>{html.escape(str(m))}</b> loses "
                      f"{drop[m]:.3f} of its clean accuracy ({clean[m]:.3f}).")
     return notes
+
+
+def cascade_notes(stages: pd.DataFrame | None) -> list[str]:
+    """One sentence per AutoAttack condition label: at its largest eps, each model's accuracy
+    clean and after the last stage of the cascade, and what the last stage broke.
+
+    Args:
+        stages: the run's ``cascade_stages`` table (see
+            :func:`robustlens.evaluation.cascade_stages`), or ``None``.
+    """
+    if stages is None or stages.empty:
+        return []
+    df = stages if "model" in stages.columns else stages.assign(model="")
+    norms = {"inf": "L-inf", "2": "L2", "1": "L1"}
+    out = []
+    for (attack, norm), g in df.groupby(["attack", "norm"], sort=False):
+        eps = float(g["eps"].max())
+        parts = []
+        for model, m in g[g["eps"] == eps].groupby("model", sort=False):
+            m = m.sort_values("stage")
+            first, last = m.iloc[0], m.iloc[-1]
+            parts.append(f"{html.escape(str(model))} {first['accuracy']:.3f} clean, {last['accuracy']:.3f} after "
+                         f"{len(m) - 1} stages ({html.escape(str(last['stage_attack']))}, the last, broke "
+                         f"{int(last['broken'])} of the {int(last['attacked'])} images left)")
+        out.append(f"AutoAttack <b>{html.escape(str(attack))}</b> at {norms.get(str(norm), norm)} eps {eps:g}: "
+                   + "; ".join(parts) + ".")
+    return out

@@ -134,7 +134,9 @@ def audited_attack(options: AuditOptions, eps: float, model: nn.Module | None = 
     if model is None or images is None:
         return cascade
     white = tuple(s for s in resolved_stages(cascade, model, images) if attack_kind(s) == "white")
-    return AutoAttack(eps, o.norm, version="custom", attacks=white, seed=o.seed)  # type: ignore[arg-type]
+    samples = max(int(getattr(s, "eot_samples", 1)) for s in white)  # what the audit's own checks use
+    return AutoAttack(eps, o.norm, version="custom", attacks=white, seed=o.seed,  # type: ignore[arg-type]
+                      eot_samples=samples)
 
 
 _NORMS = ("inf", "2", "1")
