@@ -135,19 +135,27 @@ def test_the_audit_flags_the_black_box_at_each_eps_only_on_the_masked_model(mask
     model = _linear(masked)
     data = load_digits("test").subset(torch.arange(100))
     eps = 0.3 if masked else 0.05
-    audit = ANALYSES["audit"]("m", model, data.class_names, attack="apgd", n_images=20, steps=5, queries=100)
+    def make() -> Any:
+        return ANALYSES["audit"]("m", model, data.class_names, attack="apgd", n_images=20, steps=5, queries=100)
+
+    audit, parts = make(), [make(), make()]  # parts: one batch each, as two workers
     attacks = [("pgd", PGD(eps, steps=20)), ("square", Square(eps, queries=300))]
     with eval_mode(model):
         for i, (x, y) in enumerate(data.batches(50)):
             with torch.no_grad():
                 clean = CleanBatch(x, y, model(x), {}, index=i, offset=50 * i)
-            audit.update_clean(clean)
+            for a in (audit, parts[i]):
+                a.update_clean(clean)
             for name, attack in attacks:
                 result = attack.run(model, x, y)
                 with torch.no_grad():
                     logits = model(result.adversarial)
-                audit.update(AnalysisBatch(name, eps, clean, result.adversarial, logits, {}, attack.norm,
-                                           result, attack))
+                batch = AnalysisBatch(name, eps, clean, result.adversarial, logits, {}, attack.norm, result, attack)
+                for a in (audit, parts[i]):
+                    a.update(batch)
+    parts[0].merge(parts[1])
+    merged = parts[0]._per_example().sort_values(["attack", "example"], ignore_index=True)
+    pd.testing.assert_frame_equal(merged, audit._per_example().sort_values(["attack", "example"], ignore_index=True))
     # a twin restored from the state gives the same check (resume points)
     twin = ANALYSES["audit"]("m", model, data.class_names, attack="apgd", n_images=20, steps=5, queries=100)
     twin.load_state_dict(audit.state_dict())
