@@ -39,7 +39,7 @@ _ATTACK_DEFAULTS = {  # options whose default is above its cap, per attack type
     "square": {"queries": 5000}, "autoattack": {"steps": 100, "queries": 5000, "n_targets": 9},
 }
 _ANALYSIS_CAPS: dict[str, dict[str, int]] = {
-    "audit": {"n_images": 8, "steps": 2, "eot_samples": 2, "restarts": 1},
+    "audit": {"n_images": 8, "steps": 2, "eot_samples": 2, "restarts": 1, "queries": 20},
     "featurevis": {"top_k": 2, "steps": 8, "eot_samples": 2},
     "saliency": {"n_images": 2, "n_samples": 2},
     "manifolds": {"n_bootstrap": 10},
