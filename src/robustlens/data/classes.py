@@ -27,7 +27,7 @@ import torch
 from robustlens.data.dataset import Dataset
 from robustlens.errors import DataError, suggest
 
-__all__ = ["ClassSpec", "classes_present", "resolve_classes", "select_classes"]
+__all__ = ["ClassSpec", "classes_present", "resolve_class", "resolve_classes", "select_classes"]
 
 ClassSpec: TypeAlias = int | Sequence[int | str] | Literal["folders"] | None
 
@@ -68,6 +68,32 @@ def _resolve_name(entry: str, names: Sequence[str], ids: Sequence[str], where: s
     what = "WordNet id" if ids and entry[:1] == "n" and entry[1:].isdigit() else "class name"
     raise DataError(f"{where}: unknown {what} {entry!r}.{suggest(entry, known)} Expected a class "
                     f"name{', a WordNet id' if ids else ''} or an index in [0, {len(names)}).")
+
+
+def resolve_class(entry: int | str, names: Sequence[str], ids: Sequence[str] = (),
+                  where: str = "class") -> int:
+    """The index of one class named by its index, its identifier (an ImageNet WordNet id) or its name.
+
+    Names match exactly, else ignoring case; a name several classes bear (ImageNet's two
+    ``"crane"`` classes) must be given by its identifier or index.
+
+    Args:
+        entry: a class index in ``[0, len(names))``, an identifier of ``ids`` or a name of ``names``.
+        names: the class names in index order.
+        ids: per-class identifiers in index order (ImageNet's WordNet ids), or empty.
+        where: how the entry is named in error messages.
+
+    Raises:
+        DataError: an index out of range, an unknown (close matches suggested) or ambiguous name.
+    """
+    if isinstance(entry, bool) or not isinstance(entry, int | str):
+        raise DataError(f"{where}: a class is an index, a name{' or a WordNet id' if ids else ''}; "
+                        f"received {entry!r} ({type(entry).__name__}).")
+    if isinstance(entry, int):
+        if not 0 <= entry < len(names):
+            raise DataError(f"{where}: class index {entry} is out of range; expected 0 .. {len(names) - 1}.")
+        return entry
+    return _resolve_name(entry, names, ids, where)
 
 
 def resolve_classes(dataset: Dataset, spec: Any, seed: int = 0,

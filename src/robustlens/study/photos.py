@@ -3,10 +3,13 @@
 The photos part of a study (issue 8.2) looks at one ImageNet classifier (by default the
 packaged EfficientNet-Lite0) on a few natural photographs (scikit-image's bundled ones, or
 local image files). Each photo is resized and centre-cropped like ImageNet val, attacked with
-untargeted L-inf PGD against the model's own clean top-1 class, and compared clean vs
-adversarial:
+L-inf PGD, and compared clean vs adversarial. The attack is untargeted (away from the photo's
+true class given in ``labels``, else from the model's own clean top-1 class) or, for the
+photos ``target`` names, targeted: towards a chosen class, the lecture's panda -> gibbon.
 
-- the top-k predicted classes with their names and probabilities (``photo_predictions``);
+- the top-k predicted classes with their names and probabilities (``photo_predictions``;
+  with the class attacked from, the target, its probability and whether the attack reached
+  it);
 - saliency maps of each image's own top-1 class (``photo_saliency``, tidy pixel rows; the
   photos themselves are the rows with ``method = "input"``);
 - the S2 sensitivity of every channel of the ranked layers, over the photo pairs
@@ -23,6 +26,14 @@ In a study config it is the optional ``[photos]`` table::
     featurevis_top_k = 3
     featurevis_steps = 48
     featurevis_size = 96
+    target = "gibbon"                          # or { chelsea = "gibbon", coffee = 504 }
+    labels = { coffee = "espresso" }           # true classes, where known
+
+A class is named by its index, its ImageNet WordNet id (``"n02483362"``) or its name
+(``"gibbon"``; exact, else ignoring case). An unknown name (close matches are suggested), a
+target equal to a photo's true class, or a photo the config does not list is a
+:class:`~robustlens.errors.ConfigError` when the config is read; a target equal to the
+model's clean top-1 class of a photo without a label is one before the attack runs.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from robustlens.errors import ConfigError, suggest
+from robustlens.errors import ConfigError, RobustlensError, suggest
 from robustlens.study.config import _check_keys
 
 __all__ = ["SKIMAGE_PHOTOS", "PhotosConfig", "load_photo", "parse_photos", "photos_figures", "run_photos"]
@@ -49,6 +60,8 @@ log = logging.getLogger(__name__)
 SKIMAGE_PHOTOS = ("astronaut", "brick", "camera", "cat", "cell", "chelsea", "clock", "coffee", "coins",
                   "colorwheel", "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "logo",
                   "moon", "page", "retina", "rocket", "text")
+ClassName = str | int
+"""A class: its index, its ImageNet WordNet id or its name."""
 _SALIENCY = ("gradient", "gradient_x_input", "guided_backprop", "smoothgrad", "integrated_gradients")
 
 
@@ -82,6 +95,14 @@ class PhotosConfig:
         featurevis_steps: render steps per channel.
         featurevis_size: side of the rendered image, px (upsampled to ``crop`` for the model).
         seed: seeds the attack's random start, SmoothGrad's noise and the renders.
+        target: the class the attack pushes the photos towards (targeted PGD): one class for
+            every photo, or ``(photo, class)`` pairs for some photos (the others are attacked
+            untargeted); ``None``: every photo untargeted. Photos are named as in
+            ``photo_predictions`` (scikit-image names; files by their names without the
+            extension).
+        labels: ``(photo, class)`` pairs giving the true class of some photos: their
+            untargeted attack pushes away from it (instead of the clean top-1 class), and a
+            target must differ from it.
     """
 
     architecture: str = "efficientnet_lite0"
@@ -102,6 +123,8 @@ class PhotosConfig:
     featurevis_steps: int = 48
     featurevis_size: int = 96
     seed: int = 0
+    target: ClassName | tuple[tuple[str, ClassName], ...] | None = None
+    labels: tuple[tuple[str, ClassName], ...] = ()
 
     def __post_init__(self) -> None:
         from robustlens.models import list_models, model_defaults
@@ -145,14 +168,77 @@ class PhotosConfig:
         if bad:
             raise ConfigError(f"{where}.saliency_methods: unknown method {bad[0]!r}.{suggest(bad[0], _SALIENCY)} "
                               f"Known: {', '.join(_SALIENCY)}.")
+        true = self.label_classes()
+        for photo, k in self.target_classes().items():
+            if true.get(photo) == k:
+                raise ConfigError(f"{where}.target: the target of {photo!r} ({self._describe(k)}) is its true class "
+                                  f"(labels); a targeted attack needs another class.")
+
+    def class_names(self) -> tuple[str, ...]:
+        """The architecture's class names in index order (ImageNet's for 1000 classes, else the indices)."""
+        from robustlens.models import model_info
+        from robustlens.models.zoo import imagenet_classes
+
+        n = model_info(self.architecture).num_classes
+        return imagenet_classes() if n == 1000 else tuple(str(k) for k in range(n))
+
+    def _describe(self, index: int) -> str:
+        return f"class {index}, {self.class_names()[index]!r}"
+
+    def _resolve(self, pairs: tuple[tuple[str, ClassName], ...], key: str) -> dict[str, int]:
+        from robustlens.data import imagenet_wnids, resolve_class
+
+        names = self.class_names()
+        ids = imagenet_wnids() if len(names) == 1000 else ()
+        photos = [_label(i) for i in self.images]
+        out: dict[str, int] = {}
+        for photo, entry in pairs:
+            if photo not in photos:
+                raise ConfigError(f"[photos].{key}: {photo!r} is not one of the photos ({', '.join(photos)})."
+                                  f"{suggest(photo, photos)} Name photos as in [photos].images (files by their "
+                                  "names without the extension).")
+            try:
+                out[photo] = resolve_class(entry, names, ids, where=f"[photos].{key}.{photo}")
+            except RobustlensError as err:
+                raise ConfigError(str(err)) from None
+        return out
+
+    def target_classes(self) -> dict[str, int]:
+        """Photo -> index of the class its attack is targeted towards (photos without a target left out).
+
+        Raises:
+            ConfigError: an unknown photo or class (close matches suggested), an ambiguous name.
+        """
+        if self.target is None:
+            return {}
+        if isinstance(self.target, tuple):
+            return self._resolve(self.target, "target")
+        return self._resolve(tuple((_label(i), self.target) for i in self.images), "target")
+
+    def label_classes(self) -> dict[str, int]:
+        """Photo -> index of its true class, for the photos ``labels`` names.
+
+        Raises:
+            ConfigError: an unknown photo or class (close matches suggested), an ambiguous name.
+        """
+        return self._resolve(self.labels, "labels")
 
 
 _KEYS: dict[str, type | tuple[type, ...]] = {
     "architecture": str, "weights": str, "images": list, "resize": int, "crop": int, "eps": float,
     "steps": int, "step_size": float, "random_start": bool, "top_classes": int, "saliency_methods": list,
     "saliency_samples": int, "saliency_sigma": float, "layers": (str, list), "featurevis_top_k": int,
-    "featurevis_steps": int, "featurevis_size": int, "seed": int,
+    "featurevis_steps": int, "featurevis_size": int, "seed": int, "target": (str, int, dict), "labels": dict,
 }
+
+
+def _class_pairs(table: dict[str, Any], where: str) -> tuple[tuple[str, ClassName], ...]:
+    """A TOML table photo -> class as ``(photo, class)`` pairs; classes are names, ids or indices."""
+    for photo, entry in table.items():
+        if isinstance(entry, bool) or not isinstance(entry, str | int):
+            raise ConfigError(f"{where}.{photo} must be a class name, a WordNet id or a class index; "
+                              f"received {entry!r}.")
+    return tuple((str(p), e) for p, e in table.items())
 
 
 def _strings(value: list[Any], where: str) -> tuple[str, ...]:
@@ -165,7 +251,8 @@ def parse_photos(table: dict[str, Any], base_dir: Path) -> PhotosConfig:
     """Validate a ``[photos]`` table; relative image and weights paths resolve against ``base_dir``.
 
     Raises:
-        ConfigError: unknown keys (with close matches), wrong types or values, missing photos.
+        ConfigError: unknown keys (with close matches), wrong types or values, missing photos,
+            unknown classes or photos in ``target`` and ``labels``, a target equal to a true class.
     """
     t = dict(_check_keys(table, _KEYS, "[photos]"))
 
@@ -191,6 +278,10 @@ def parse_photos(table: dict[str, Any], base_dir: Path) -> PhotosConfig:
         t["layers"] = (layers,) if isinstance(layers, str) else _strings(layers, "[photos].layers")
     if "weights" in t:
         t["weights"] = resolve(t["weights"])
+    if isinstance(t.get("target"), dict):
+        t["target"] = _class_pairs(t["target"], "[photos].target")
+    if "labels" in t:
+        t["labels"] = _class_pairs(t["labels"], "[photos].labels")
     for key in ("eps", "step_size", "saliency_sigma"):
         if key in t:
             t[key] = float(t[key])
@@ -255,13 +346,36 @@ def _ranked_layers(model: nn.Module, cfg: PhotosConfig) -> list[str]:
     return specs
 
 
+def _attack(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targets: list[int | None],
+            cfg: PhotosConfig) -> torch.Tensor:
+    """PGD on every photo: untargeted away from ``labels``, targeted where ``targets`` names a class."""
+    from robustlens.attacks import PGD, Targeted
+
+    x_adv = x.clone()
+    generator = torch.Generator(device=x.device).manual_seed(cfg.seed)
+    free = [i for i, t in enumerate(targets) if t is None]
+    aimed = [i for i, t in enumerate(targets) if t is not None]
+    modes: tuple[tuple[list[int], Targeted], ...] = ((free, None), (aimed, "given"))
+    for chosen, mode in modes:
+        if not chosen:
+            continue
+        attack = PGD(eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size, random_start=cfg.random_start,
+                     seed=cfg.seed, targeted=mode)
+        goal = torch.tensor([targets[i] for i in chosen], device=x.device) if mode else None
+        x_adv[chosen] = attack(model, x[chosen], labels[chosen], generator=generator, targets=goal)
+    return x_adv
+
+
 def run_photos(cfg: PhotosConfig, device: torch.device | str = "cpu",
                progress: bool = False) -> dict[str, pd.DataFrame]:
     """Run the photos part and return its tidy tables.
 
     Returns:
         ``photo_predictions`` (photo, condition, eps, rank, class_index, class_name,
-        probability), ``photo_saliency`` (photo, condition, eps, method, target, target_name
+        probability, clean_top1; label_index / label_name: the class the attack pushes away
+        from; target_index / target_name / target_probability / target_reached: the target,
+        its probability in that condition and whether it is the top-1 class, empty for an
+        untargeted photo), ``photo_saliency`` (photo, condition, eps, method, target, target_name
         + pixel rows), ``photo_sensitivity`` (one row per channel of the ranked layers),
         ``photo_featurevis`` (rank, unit, layer, sensitivity, final_objective + pixel rows).
     """
@@ -269,7 +383,6 @@ def run_photos(cfg: PhotosConfig, device: torch.device | str = "cpu",
 
     from robustlens.activations.paired import record_paired
     from robustlens.analysis.sensitivity import ChannelSensitivity, top_k_channels
-    from robustlens.attacks import PGD
     from robustlens.models.zoo import imagenet_classes, prepare_imagenet_image
     from robustlens.visualization import render, saliency_heatmap
     from robustlens.visualization.tables import pixel_rows
@@ -288,9 +401,14 @@ def run_photos(cfg: PhotosConfig, device: torch.device | str = "cpu",
     n_classes = clean_logits.shape[1]
     names = imagenet_classes() if n_classes == 1000 else tuple(str(k) for k in range(n_classes))
     clean_top1 = clean_logits.argmax(1)
-    attack = PGD(eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size, random_start=cfg.random_start,
-                 seed=cfg.seed)
-    x_adv = attack(model, x, clean_top1, generator=torch.Generator(device=device).manual_seed(cfg.seed))
+    true, wanted = cfg.label_classes(), cfg.target_classes()
+    attacked_from = torch.tensor([true.get(p, int(clean_top1[i])) for i, p in enumerate(labels)], device=device)
+    for i, photo in enumerate(labels):
+        if photo in wanted and photo not in true and wanted[photo] == int(clean_top1[i]):
+            raise ConfigError(f"[photos].target: the target of {photo!r} (class {wanted[photo]}, "
+                              f"{names[wanted[photo]]!r}) is already the model's clean top-1 class; choose another "
+                              f"class, or give the photo's true class in [photos].labels.")
+    x_adv = _attack(model, x, attacked_from, [wanted.get(p) for p in labels], cfg)
     with torch.inference_mode():
         adv_logits = model(x_adv)
     bar.update(1)
@@ -298,14 +416,20 @@ def run_photos(cfg: PhotosConfig, device: torch.device | str = "cpu",
     rows = []
     conditions = (("clean", 0.0, x, clean_logits), ("adversarial", cfg.eps, x_adv, adv_logits))
     for condition, eps, _, logits in conditions:
-        probs, idx = logits.float().softmax(1).topk(min(cfg.top_classes, n_classes), dim=1)
+        p_all = logits.float().softmax(1)
+        probs, idx = p_all.topk(min(cfg.top_classes, n_classes), dim=1)
         for i, photo in enumerate(labels):
+            target = wanted.get(photo)
+            common = {"label_index": int(attacked_from[i]), "label_name": names[int(attacked_from[i])],
+                      "target_index": target, "target_name": None if target is None else names[target],
+                      "target_probability": float("nan") if target is None else float(p_all[i, target]),
+                      "target_reached": None if target is None else bool(int(idx[i, 0]) == target)}
             for r in range(idx.shape[1]):
                 k = int(idx[i, r])
                 rows.append({"photo": photo, "condition": condition, "eps": eps, "rank": r + 1,
                              "class_index": k, "class_name": names[k], "probability": float(probs[i, r]),
-                             "clean_top1": names[int(clean_top1[i])]})
-    predictions = pd.DataFrame(rows)
+                             "clean_top1": names[int(clean_top1[i])], **common})
+    predictions = pd.DataFrame(rows).astype({"target_index": "Int64", "target_reached": "boolean"})
 
     frames = []
     for condition, eps, images, logits in conditions:
@@ -355,6 +479,17 @@ def _top3(predictions: pd.DataFrame, photo: str, condition: str) -> str:
     return "\n".join(f"{n} {p:.0%}" for n, p in zip(sel["class_name"], sel["probability"], strict=True))
 
 
+def _target_line(predictions: pd.DataFrame, photo: str) -> str:
+    """``"-> gibbon: reached, 91%"`` for a targeted photo, ``""`` for an untargeted one."""
+    if "target_name" not in predictions:
+        return ""
+    sel = predictions[(predictions["photo"] == photo) & (predictions["condition"] == "adversarial")]
+    if sel.empty or pd.isna(sel["target_index"].iloc[0]):
+        return ""
+    verdict = "reached" if bool(sel["target_reached"].iloc[0]) else "not reached"
+    return f" -> {str(sel['target_name'].iloc[0])[:20]}: {verdict}, {float(sel['target_probability'].iloc[0]):.0%}"
+
+
 def _image(rows: pd.DataFrame) -> torch.Tensor:
     from robustlens.visualization.tables import rows_to_image
 
@@ -370,7 +505,12 @@ def _show(ax: Any, image: torch.Tensor, title: str) -> None:
 
 def photos_figures(tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
     """Titled figures of :func:`run_photos`'s tables: photos clean vs adversarial with their
-    top-3 classes, saliency maps, and renders of the most sensitive channels."""
+    top-3 classes (and, for a targeted photo, its target, whether the attack reached it and
+    the target's probability), saliency maps, and renders of the most sensitive channels.
+
+    Args:
+        tables: the tables :func:`run_photos` returns (or read back from a run directory).
+    """
     from robustlens.visualization import plot_image_rows
 
     out: list[tuple[str, Figure]] = []
@@ -389,12 +529,13 @@ def photos_figures(tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
         delta = adv - clean
         scale = float(delta.abs().max()) or 1.0
         for c, (img, title) in enumerate(((clean, f"clean\n{_top3(pred, photo, 'clean')}"),
-                                          (adv, f"PGD eps={eps * 255:.3g}/255\n"
+                                          (adv, f"PGD eps={eps * 255:.3g}/255{_target_line(pred, photo)}\n"
                                                 f"{_top3(pred, photo, 'adversarial')}"),
                                           (0.5 + 0.5 * delta / scale, f"perturbation\n(x{0.5 / scale:.0f})"))):
             _show(axes[r, c], img, title)
         axes[r, 0].set_ylabel(photo, fontsize=9)
-    title = f"{arch} on photographs: clean vs adversarial, top-3 classes"
+    targeted = "target_index" in pred and bool(pred["target_index"].notna().any())
+    title = f"{arch} on photographs: clean vs {'targeted ' if targeted else ''}adversarial, top-3 classes"
     fig.suptitle(title, fontsize=10)
     out.append((title, fig))
 

@@ -16,7 +16,8 @@ but at toy sizes:
 - analyses: audit on at most 8 images with 2 steps and 2 EOT samples, feature
   visualization of at most 2 channels with at most 8 steps, saliency of at most 2 images
   with 2 SmoothGrad samples, small bootstraps (manifolds, RSA), one PCA image;
-- ``[photos]``: one photo, 2 PGD steps, a 112-pixel crop, one rendered channel of 8 steps.
+- ``[photos]``: one photo (and its entries of per-photo ``target`` and ``labels`` tables), 2 PGD
+  steps, a 112-pixel crop, one rendered channel of 8 steps.
 
 The result is a valid config for :func:`robustlens.study.parse_config`; the numbers it
 produces mean nothing.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 __all__ = ["smoke_config"]
@@ -129,6 +131,12 @@ def smoke_config(raw: dict[str, Any]) -> dict[str, Any]:
     if isinstance(photos, dict):
         images = photos.get("images")
         photos["images"] = list(images[:1]) if isinstance(images, list) and images else ["chelsea"]
+        kept = {Path(str(i)).stem for i in photos["images"]} | {str(i) for i in photos["images"]}
+        for key in ("target", "labels"):  # per-photo tables keep the photo kept
+            if isinstance(photos.get(key), dict):
+                photos[key] = {p: c for p, c in photos[key].items() if p in kept}
+                if not photos[key]:
+                    del photos[key]
         from robustlens.study.photos import PhotosConfig
 
         defaults = {f.name: f.default for f in fields(PhotosConfig)}

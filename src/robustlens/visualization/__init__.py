@@ -17,6 +17,7 @@ from robustlens.visualization.examples import DatasetExamples, ExampleSet, recep
 from robustlens.visualization.figures import (
     plot_examples,
     plot_image_grid,
+    plot_image_groups,
     plot_image_rows,
     plot_saliency,
     saliency_heatmap,
@@ -62,6 +63,7 @@ __all__ = [
     "plot_examples",
     "plot_gabor_layout",
     "plot_image_grid",
+    "plot_image_groups",
     "plot_image_rows",
     "plot_saliency",
     "plot_top_channels",

@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 
 from robustlens.visualization.examples import ExampleSet
 
-__all__ = ["plot_examples", "plot_image_grid", "plot_image_rows", "plot_saliency", "saliency_heatmap"]
+__all__ = ["plot_examples", "plot_image_grid", "plot_image_groups", "plot_image_rows", "plot_saliency",
+           "saliency_heatmap"]
 
 
 def _draw(ax: object, image: torch.Tensor | np.ndarray, cmap: str = "gray") -> None:
@@ -82,6 +83,47 @@ def plot_image_grid(cells: Mapping[tuple[str, str], torch.Tensor], rows: Sequenc
                 ax.set_title(column, fontsize=8)
             if c == 0:
                 ax.set_ylabel(row, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_image_groups(cells: Mapping[tuple[str, str], Sequence[tuple[str, torch.Tensor]]], rows: Sequence[str],
+                      columns: Sequence[str], title: str = "", cell_inches: float = 1.25) -> Figure:
+    """A labelled grid whose cells each hold a few titled images side by side: e.g. rows eps or
+    layers, columns the models of a study (a robust model beside a standard one), each cell
+    the renders of that model's top-k channels there.
+
+    Args:
+        cells: (row label, column label) -> titled (C, H, W) images in [0, 1], left to right;
+            missing cells stay blank.
+        rows: the row labels, top to bottom (written left of the first column).
+        columns: the column labels, left to right (written above each group of images).
+        title: the figure's title.
+        cell_inches: the side of one image, inches.
+    """
+    rows, columns = list(rows) or [""], list(columns) or [""]
+    k = max([len(v) for v in cells.values()] + [1])
+    fig = Figure(figsize=(cell_inches * k * len(columns) + 0.9, (cell_inches + 0.25) * len(rows) + 0.8),
+                 layout="constrained")
+    groups = fig.subfigures(1, len(columns), squeeze=False, wspace=0.02)[0]
+    for c, (group, column) in enumerate(zip(groups, columns, strict=True)):
+        group.suptitle(column, fontsize=9, fontweight="bold")
+        axes = group.subplots(len(rows), k, squeeze=False)
+        for r, row in enumerate(rows):
+            items = list(cells.get((row, column), ()))
+            for q in range(k):
+                ax = axes[r, q]
+                if q < len(items):
+                    _draw(ax, items[q][1])
+                    ax.set_title(items[q][0], fontsize=6)
+                else:
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                    for spine in ax.spines.values():
+                        spine.set_visible(False)
+                if c == 0 and q == 0:
+                    ax.set_ylabel(row, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
