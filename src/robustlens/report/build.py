@@ -29,8 +29,10 @@ _VOLATILE_TIMINGS = ("report_s", "total_s")
 
 PHOTOS_TEXT = (
     "<p>One ImageNet classifier (<code>{arch}</code>) on natural photographs. The first figure "
-    "shows each photo clean, attacked (untargeted L-inf PGD against its own clean top-1 class) "
-    "and the perturbation magnified, with the model's top-3 classes above each image: a small, "
+    "shows each photo clean, attacked (L-inf PGD: untargeted, away from its true class or its "
+    "clean top-1 class; or targeted, towards the class the config names, with whether the attack "
+    "reached it and the target's probability) and the perturbation magnified, with the model's "
+    "top-3 classes above each image: a small, "
     "invisible perturbation that changes the top class is the adversarial effect in one picture. "
     "The saliency figure shows, for each photo clean and adversarial, where the gradient of the "
     "top-1 class points; the last figure renders the channels most changed by the perturbation "
