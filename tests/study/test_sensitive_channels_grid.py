@@ -24,11 +24,12 @@ def _model() -> nn.Module:
                                      fc=nn.Linear(6, 4)))
 
 
-def _batch(eps: float, conv: list, fc: list) -> AnalysisBatch:
+def _batch(eps: float, conv: list, fc: list, labels: list | None = None) -> AnalysisBatch:
     """Clean activations all 0, so the adversarial ones are the absolute changes."""
     conv_t, fc_t = torch.tensor(conv, dtype=torch.float32), torch.tensor(fc, dtype=torch.float32)
     n = conv_t.shape[0]
-    clean = CleanBatch(torch.zeros(n, 1, 1, 2), torch.zeros(n, dtype=torch.long), torch.zeros(n, 4),
+    y = torch.zeros(n, dtype=torch.long) if labels is None else torch.tensor(labels)
+    clean = CleanBatch(torch.zeros(n, 1, 1, 2), y, torch.zeros(n, 4),
                        {"conv": torch.zeros_like(conv_t), "fc": torch.zeros_like(fc_t)})
     return AnalysisBatch("fgsm", eps, clean, clean.images, clean.logits, {"conv": -conv_t, "fc": fc_t})
 
@@ -62,6 +63,34 @@ def test_top_k_per_layer_and_per_eps_matches_a_hand_computation() -> None:
     assert list(per_layer["rank"]) == [1, 2] * 4 and (per_layer["n_images"] == [3] * 4 + [2] * 4).all()
     overall = top[top["scope"] == "overall"]
     assert list(overall[overall["eps"] == 0.2]["unit"]) == ["conv#1", "fc#1"]
+
+
+def test_class_filter_and_neurons_from_the_config() -> None:
+    names = ["tench", "flamingo", "goose", "owl"]
+    images = [[[[1, 3]], [[0, 0]], [[4, 4]]], [[[3, 1]], [[2, 0]], [[0, 0]]], [[[2, 2]], [[8, 0]], [[0, 0]]]]
+    fc = [[1, 0, 0, 2], [3, 0, 1, 2], [2, 0, 5, 2]]
+    labels = [1, 3, 1]
+    flamingos = ANALYSES["sensitivity"]("m", _model(), names, layers=["conv", "fc"], classes=["flamingo"],
+                                        neurons=2)
+    flamingos.update(_batch(0.1, images, fc, labels))
+    by_hand = ANALYSES["sensitivity"]("m", _model(), names, layers=["conv", "fc"])  # the flamingos only
+    by_hand.update(_batch(0.1, [images[0], images[2]], [fc[0], fc[2]]))
+    got, want = flamingos.tables(), by_hand.tables()
+    for table in ("sensitivity", "sensitivity_layers", "sensitivity_top"):
+        pd.testing.assert_frame_equal(got[table], want[table])
+    assert (got["sensitivity"]["n_images"] == 2).all()
+    neurons = got["sensitivity_neurons"]
+    # |change| per neuron averaged over the 2 flamingos, by hand: conv (channel, x) (0, 0) 1.5,
+    # (0, 1) 2.5, (1, 0) 4, (1, 1) 0, (2, 0) 2, (2, 1) 2; fc 1.5, 0, 2.5, 2
+    conv = neurons[neurons["layer"] == "conv"]
+    assert list(zip(conv["channel"], conv["position"], conv["sensitivity"], strict=True)) == [(1, 0, 4.0), (0, 1, 2.5)]
+    fc_rows = neurons[neurons["layer"] == "fc"]
+    assert list(fc_rows["neuron"]) == [2, 3] and list(fc_rows["sensitivity"]) == [2.5, 2.0]
+    with pytest.raises(ConfigError, match=r"unknown class name 'flamingos'.*Did you mean 'flamingo'"):
+        ANALYSES["sensitivity"]("m", _model(), names, classes=["flamingos"])
+    with pytest.raises(ConfigError, match="classes must be a list of class names or indices"):
+        parse_config({"models": [{"name": "m", "architecture": "digits_cnn", "random": True}],
+                      "analyses": {"sensitivity": {"classes": [1.5]}}})
 
 
 GRID = """

@@ -3,8 +3,14 @@
     [analyses.sensitivity]            # mean |clean - adversarial| per channel and layer
     layers = "all"                    # names, globs ("layer*.relu"), "type:ReLU", or a list
     top_k = 10
+    classes = []                      # only the images of these classes (names or indices;
+                                      # S2's "flamingos"); empty: every image
+    neurons = 0                       # > 0: also the top neurons of each layer per eps
 
-Conditions with eps = 0 are skipped.
+Conditions with eps = 0 are skipped. ``sensitivity_top`` ranks the ``top_k`` channels of every
+model x attack x eps, across all layers (``scope = "overall"``) and within each layer
+(``scope = "per_layer"``); ``sensitivity_neurons`` (with ``neurons``) ranks single elements of
+each layer's activation (``neuron``: flat index; ``channel``, ``position``) the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from robustlens.analysis import plots
-from robustlens.analysis.sensitivity import ChannelSensitivity, top_k_channels
+from robustlens.analysis.sensitivity import ChannelSensitivity, top_k_channels, top_k_neurons
+from robustlens.errors import ConfigError, RobustlensError
 from robustlens.study.analyses.contract import (
     AnalysisBatch,
     AnalysisOptions,
@@ -44,10 +51,24 @@ class SensitivityOptions(AnalysisOptions):
     Attributes:
         layers: the layers measured (``"all"`` or selectors).
         top_k: how many channels the ``sensitivity_top`` table keeps (overall and per layer).
+        classes: the classes whose images count (names or indices of the dataset's classes);
+            empty: every image.
+        neurons: neurons of each layer the ``sensitivity_neurons`` table keeps per eps (0: none;
+            costs one float64 per activation element and layer while the study runs).
     """
 
     layers: str | tuple[str, ...] = option("all", layer_selector())
     top_k: int = option(10, count(1))
+    classes: tuple[int | str, ...] = option((), lambda v, w: _classes(v, w))
+    neurons: int = option(0, count(0))
+
+
+def _classes(value: Any, where: str) -> tuple[int | str, ...]:
+    items = [value] if isinstance(value, str | int) and not isinstance(value, bool) else value
+    if not isinstance(items, list | tuple) or not all(
+            isinstance(c, str) or (isinstance(c, int) and not isinstance(c, bool) and c >= 0) for c in items):
+        raise ConfigError(f"{where} must be a list of class names or indices (>= 0); received {value!r}.")
+    return tuple(items)
 
 
 @register_analysis
@@ -63,7 +84,9 @@ class SensitivityAnalysis(LayerOption, PerCondition):
         "the label is layer#channel); the second shows each layer's mean sensitivity against "
         "depth, one line per eps. Channels at the top are where the attack acts; compare their "
         "layers across models, and render them with the featurevis analysis. The model's input "
-        "normalisation is not ranked (it is a wrapper, not a layer of the architecture).")
+        "normalisation is not ranked (it is a wrapper, not a layer of the architecture). With "
+        "classes, only the images of those classes count; the tables hold the top-k of every "
+        "layer at every eps (sensitivity_top, scope per_layer) and, with neurons, the top neurons.")
     Options = SensitivityOptions
 
     def __init__(self, model_name: str, model: nn.Module, class_names: Sequence[str],
@@ -71,14 +94,26 @@ class SensitivityAnalysis(LayerOption, PerCondition):
         super().__init__(model_name, model, class_names, options, **raw)
         self.use_layer_option(model, model_name, rank_wrappers=False)
         self._top_k = self.options.top_k
+        self._classes: list[int] | None = None
+        if self.options.classes:
+            from robustlens.data import resolve_class
+
+            where = "[analyses.sensitivity].classes"
+            try:
+                chosen = [resolve_class(c, class_names, where=where) for c in self.options.classes]
+            except RobustlensError as err:
+                raise ConfigError(str(err)) from None
+            if len(set(chosen)) != len(chosen):
+                raise ConfigError(f"{where} names a class twice; received {list(self.options.classes)}.")
+            self._classes = chosen
 
     def new_reducers(self) -> dict[str, Any]:
-        return {"sensitivity": ChannelSensitivity()}
+        return {"sensitivity": ChannelSensitivity(neurons=self.options.neurons > 0, classes=self._classes)}
 
     def update(self, batch: AnalysisBatch) -> None:
         if batch.eps != 0:
             self.reducers_for(batch)["sensitivity"].update(self._select(batch.clean.activations),
-                                                            self._select(batch.activations))
+                                                            self._select(batch.activations), batch.clean.labels)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         if not self.reducers:
@@ -89,7 +124,12 @@ class SensitivityAnalysis(LayerOption, PerCondition):
         top = concat_frames([top_k_channels(channels, self._top_k).assign(scope="overall"),
                        top_k_channels(channels, self._top_k, per_layer=True)
                        .assign(scope="per_layer")])
-        return {"sensitivity": channels, "sensitivity_layers": layers, "sensitivity_top": top}
+        out = {"sensitivity": channels, "sensitivity_layers": layers, "sensitivity_top": top}
+        if self.options.neurons:
+            k = self.options.neurons
+            out["sensitivity_neurons"] = top_k_neurons(
+                concat_frames([with_condition(r.neuron_result(k), key) for key, r in red.items()]), k, per_layer=True)
+        return out
 
     @classmethod
     def figures(cls, tables: dict[str, pd.DataFrame]) -> list[tuple[str, Figure]]:
