@@ -198,3 +198,15 @@ def test_without_featurevis_or_saliency(config: PhotosConfig) -> None:
                      "cpu")
     assert out["photo_featurevis"].empty and set(out["photo_saliency"]["method"]) == {"input"}
     assert torch.is_grad_enabled()
+
+
+def test_smoke_config_keeps_the_target_of_the_photo_it_keeps() -> None:
+    from robustlens.study.smoke import smoke_config
+
+    raw = {"models": [{"name": "m", "architecture": "digits_cnn", "random": True}],
+           "photos": {"images": ["coffee", "chelsea"], "target": {"chelsea": "gibbon", "coffee": 504},
+                      "labels": {"chelsea": "tabby"}}}
+    photos = smoke_config(raw)["photos"]
+    assert photos["images"] == ["coffee"] and photos["target"] == {"coffee": 504} and "labels" not in photos
+    assert parse_config(smoke_config(raw)).photos.target_classes() == {"coffee": 504}
+    assert raw["photos"]["target"] == {"chelsea": "gibbon", "coffee": 504}  # the input is left as it was
