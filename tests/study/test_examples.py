@@ -84,7 +84,7 @@ def test_smoke_config_shrinks_without_touching_its_input() -> None:
     assert [m["train"]["epochs"] for m in smoke["models"]] == [1, 1]
     assert smoke["models"][1]["train"]["adversarial"]["steps"] == 2
     assert smoke["analyses"]["featurevis"]["steps"] <= 8
-    assert smoke["analyses"]["audit"] == {"n_images": 8, "steps": 2}  # eot_samples: default 1
+    assert smoke["analyses"]["audit"] == {"n_images": 8, "steps": 2, "queries": 20}  # eot_samples: default 1
     assert smoke["analyses"]["saliency"] == {"n_images": 2, "n_samples": 2}
     assert smoke["photos"]["images"] == ["chelsea"] and smoke["photos"]["steps"] == 2
     assert smoke["photos"]["featurevis_steps"] <= 8
