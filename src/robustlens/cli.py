@@ -23,7 +23,7 @@ from robustlens.errors import ConfigError, OutputError, RobustlensError
 from robustlens.io import check_output_dir, check_output_file
 from robustlens.visualization import cli as _visualize
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 EXIT_USER_ERROR = 2
 
@@ -129,6 +129,15 @@ def _parser() -> argparse.ArgumentParser:
     models.add_argument("pattern", nargs="?", default="*")
     _visualize.add_parser(sub)
     return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's argument parser, to check a command line without running it.
+
+    ``build_parser().parse_args(argv)`` accepts exactly what ``robustlens`` accepts; a usage
+    error exits with status 2 after one line on stderr.
+    """
+    return _parser()
 
 
 def _version() -> str:
