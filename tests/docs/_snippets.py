@@ -1,6 +1,6 @@
 """Find the fenced code blocks of the documentation and the snippet markers above them.
 
-A marker is an HTML comment directly above a fence (blank lines may separate them); Markdown
+A marker is an HTML comment, at the start of a line, directly above a fence (blank lines may separate them); Markdown
 keeps HTML comments out of the rendered page:
 
 - ``<!-- snippet: skip (REASON) -->``: the block is not run; the reason is required.
@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)")
-_MARKER = re.compile(r"<!--\s*snippet:\s*(?P<body>.*?)-->", re.DOTALL)
+_MARKER = re.compile(r"^[ \t]*<!--\s*snippet:\s*(?P<body>.*?)-->", re.DOTALL | re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -199,6 +199,10 @@ def robustlens_argv(words: list[str]) -> list[str] | None:
     Recognises ``robustlens ARGS``, ``.venv/bin/robustlens ARGS``, ``python -m robustlens ARGS``
     and ``torchrun ... -m robustlens ARGS``.
     """
+    while words and re.fullmatch(r"\w+=\S*", words[0]):  # VAR=value prefixes
+        words = words[1:]
+    if not words:
+        return None
     if Path(words[0]).name == "robustlens":
         return words[1:]
     for i in range(len(words) - 1):
