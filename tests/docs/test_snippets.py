@@ -334,9 +334,15 @@ def test_unsourced_figures_are_found() -> None:
     assert unsourced_figures(defaults) == []
 
 
+_PROSE = object()  # a default described in words ("a share of the device's memory"): not compared
+
+
 def _doc_value(text: str) -> Any:
     """A documented default (`` `250` ``, ``none``, `` `2/255` ``) as a Python value."""
-    text = text.strip().strip("`")
+    text = text.strip()
+    if not re.fullmatch(r"`[^`]*`|none|required|[\d./]+", text):
+        return _PROSE
+    text = text.strip("`")
     if text in ("none", "required", ""):
         return None
     if re.fullmatch(r"\d+/\d+", text):
@@ -351,7 +357,8 @@ def _default_table(page: str, heading: str) -> dict[str, Any]:
     after = text[text.index(heading):]
     _, rows = _tables(after)[0]
     assert rows[0][:2] == ["key", "default"], rows[0]
-    return {row[0].strip("`"): _doc_value(row[1]) for row in rows[1:]}
+    values = {row[0].strip("`"): _doc_value(row[1]) for row in rows[1:]}
+    return {key: value for key, value in values.items() if value is not _PROSE}
 
 
 def test_studies_page_defaults_are_the_parsers() -> None:
