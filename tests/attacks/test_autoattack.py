@@ -10,6 +10,7 @@ from torch import nn
 
 from robustlens.attacks import (
     APGD,
+    FAB,
     Attack,
     AutoAttack,
     Square,
@@ -90,8 +91,10 @@ def test_version_follows_the_model():
     assert [a.name for a in rand] == ["apgd_ce", "apgd_dlr"]
     assert all(a.eot_samples == 20 for a in rand)  # type: ignore[attr-defined]
     assert [a.name for a in AutoAttack(0.5, "2").cascade("standard")] == \
-        ["apgd_ce_l2", "apgd_t_l2", "deepfool_l2", "square_l2"]
-    assert [a.name for a in AutoAttack(5.0, "1").cascade("standard")] == ["apgd_ce_l1", "apgd_t_l1"]
+        ["apgd_ce_l2", "apgd_t_l2", "fab_t_l2", "square_l2"]
+    assert [a.name for a in AutoAttack(5.0, "1").cascade("standard")] == \
+        ["apgd_ce_l1", "apgd_t_l1", "fab_t_l1"]
+    assert [a.name for a in AutoAttack(0.1).cascade("standard")] == ["apgd_ce", "apgd_t", "fab_t", "square"]
 
 
 def test_rand_version_on_a_stochastic_model_runs_with_eot():
@@ -115,3 +118,41 @@ def test_bad_autoattack_settings():
         AutoAttack(0.1, attacks=(Square(0.1),))
     with pytest.raises(ConfigError, match="queries"):
         AutoAttack(0.1, queries=0)
+
+
+def test_standard_cascade_runs_fab_t_on_the_survivors(softmax):
+    model, x, y = softmax
+    aa = AutoAttack(0.08, steps=5, queries=20, n_targets=3)
+    adv, res = aa.run_cascade(model, x, y, early_stop=True)
+    assert res.version == "standard"
+    assert res.stages == ("clean", "apgd_ce", "apgd_t", "fab_t", "square")
+    assert res.attacked[3] == res.attacked[2] - res.broken[2]
+    with torch.no_grad():
+        correct = model(adv).argmax(1) == y
+    assert float(correct.float().mean()) == pytest.approx(res.accuracy[-1])
+    assert float((adv - x).abs().max()) <= 0.08 + 1e-6
+    # a stage FAB-T alone: it breaks images too, each within eps
+    alone = FAB(0.08, n_targets=3, steps=20).run(model, x, y)
+    assert int(alone.success.sum()) > 0 and float(alone.linf.max()) <= 0.08 + 1e-6
+
+
+def _mlp(n_classes):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, n_classes))
+
+
+def test_too_few_classes_for_the_dlr_versions_is_one_clear_error():
+    x = torch.rand(4, 1, 4, 4)
+    y = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ConfigError, match="at least 4 classes"):
+        AutoAttack(0.1, version="standard")(_mlp(3), x, y)
+    with pytest.raises(ConfigError, match="at least 3 classes"):
+        AutoAttack(0.1, version="rand")(_mlp(2), x, y)
+    with pytest.raises(ConfigError, match="at least 4 classes"):  # a targeted DLR attack
+        APGD(0.1, loss="dlr", targeted=1, steps=2)(_mlp(3), x, y)
+    # FAB-T's targets are capped at the other classes inside the cascade
+    adv, res = AutoAttack(0.1, version="custom", attacks=(FAB(0.1, n_targets=9, steps=2),)
+                          ).run_cascade(_mlp(3), x, y)
+    assert res.stages == ("clean", "fab_t")
+    _, res = AutoAttack(0.1, version="standard", steps=2, queries=2).run_cascade(_mlp(4), x, y)
+    assert res.stages[3] == "fab_t"

@@ -12,6 +12,7 @@ from robustlens.attacks import (
     PGD,
     Attack,
     AutoAttack,
+    FAB,
     DeepFool,
     RandomNoise,
     Square,
@@ -37,7 +38,8 @@ def _attacks():
         RandomNoise(0.5, norm="2"), Transfer(PGD(0.1, steps=2), surrogate),
         PGD(2.0, steps=2, norm="1"), APGD(0.1, steps=3), APGD(0.5, "2", "dlr", steps=3),
         APGD(2.0, "1", targeted="top", n_targets=2, steps=3), Square(0.1, queries=5),
-        Square(0.5, "2", queries=5),
+        Square(0.5, "2", queries=5), FAB(0.1, steps=3, n_targets=2),
+        FAB(0.5, "2", targeted=None, steps=3, restarts=2), FAB(2.0, "1", n_targets=1, steps=3),
         AutoAttack(0.1, version="custom", attacks=(APGD(0.1, steps=2), Square(0.1, queries=3))),
     ]
 

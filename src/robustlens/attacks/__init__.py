@@ -4,7 +4,7 @@ Gradient attacks (:class:`FGSM`, :class:`PGD`, :class:`APGD`) share one loop bui
 threat model (L-inf / L2 / L1), a criterion (untargeted / targeted, its loss) and a gradient
 estimator with expectation over transformation, with a step rule (PGD's fixed step, APGD's
 adaptive one); :class:`Square` is a score-based black-box attack; :class:`AutoAttack` runs a
-cascade of them on the surviving examples; :class:`DeepFool` finds minimal perturbations;
+cascade of them on the surviving examples; :class:`DeepFool` and :class:`FAB` find minimal perturbations;
 :class:`Transfer` crafts on a surrogate; :class:`RandomNoise` is the baseline of the same
 size. ``attack.run(...)`` gives the per-example :class:`AttackResult`.
 """
@@ -29,6 +29,7 @@ from robustlens.attacks.autoattack import VERSIONS, AutoAttack, CascadeResult
 from robustlens.attacks.base import Attack, AttackResult, check_eps, max_eps
 from robustlens.attacks.corruption import CORRUPTIONS, Corruption, corrupt
 from robustlens.attacks.deepfool import DeepFool
+from robustlens.attacks.fab import FAB, boundary_step
 from robustlens.attacks.gradient import FGSM, L2PGD, PGD, LinfPGD
 from robustlens.attacks.noise import RandomNoise
 from robustlens.attacks.presets import PRESETS, create_preset, vonenet_pgd
@@ -39,6 +40,7 @@ from robustlens.attacks.transfer import Transfer
 __all__ = [
     "CORRUPTIONS",
     "APGD",
+    "FAB",
     "FGSM",
     "L2PGD",
     "LOSSES",
@@ -66,6 +68,7 @@ __all__ = [
     "Targeted",
     "Transfer",
     "apgd_checkpoints",
+    "boundary_step",
     "check_eps",
     "corrupt",
     "create_preset",

@@ -7,22 +7,21 @@ cost of a stage is proportional to the examples still standing.
 
 Versions:
 
-* ``"standard"`` (deterministic models): APGD-CE (100 steps), APGD-T (targeted DLR towards
-  the 9 most likely other classes, 100 steps each), DeepFool bounded by eps (standing in
-  for FAB-T, see below) and Square (5,000 queries; L-inf and L2). L1 runs APGD-CE and
-  APGD-T only (Square has no L1 version).
+* ``"standard"`` (deterministic models), the published cascade: APGD-CE (100 steps),
+  APGD-T (targeted DLR towards the 9 most likely other classes, 100 steps each), FAB-T
+  (:class:`~robustlens.attacks.FAB`, targeted minimum-norm, the 9 most likely other
+  classes, 100 steps each; an image counts when the smallest perturbation found is within
+  eps) and Square (5,000 queries). L-inf and L2; L1 runs APGD-CE, APGD-T and FAB-T (Square
+  has no L1 version).
 * ``"rand"`` (stochastic models, e.g. VOneNets): APGD-CE and APGD-DLR, each with the loss
   gradient averaged over 20 noise samples per step (EOT).
 * ``"custom"``: the attacks you pass.
 * ``None``: ``"rand"`` when the model is stochastic (two forward passes of the same images
   differ), ``"standard"`` otherwise.
 
-FAB-T, the minimum-norm member of the original ensemble, is not implemented: on the
-ensembles' published evaluations it very rarely breaks an example that APGD-T left standing
-(it is there to catch failures of gradient ascent that a boundary-seeking attack avoids).
-DeepFool, the minimum-norm attack robustlens has, takes its place: it searches along the
-linearised decision boundary like FAB, and any perturbation it finds larger than eps is
-projected back onto the ball.
+The built-in versions use the DLR loss, so "standard" needs a model with at least 4
+classes and "rand" at least 3 (checked on the clean pass, before any attack runs). On a
+model with fewer than ``n_targets + 1`` classes the targeted stages use every other class.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from robustlens.attacks._stochastic import StochasticModelWarning, is_stochastic
 from robustlens.attacks._threat import Norm
 from robustlens.attacks.apgd import APGD
 from robustlens.attacks.base import Attack, Outcome, check_eps, check_norm
-from robustlens.attacks.deepfool import DeepFool
+from robustlens.attacks.fab import FAB
 from robustlens.attacks.square import Square
 from robustlens.attacks.transfer import Transfer
 from robustlens.errors import ConfigError
@@ -102,7 +101,8 @@ class AutoAttack(Attack):
         seed: seed of the default generator (shared by the stages, in order).
         steps: APGD iterations of the built-in versions.
         queries: Square's query budget in ``"standard"``.
-        n_targets: target classes of APGD-T in ``"standard"``.
+        n_targets: target classes of APGD-T and FAB-T in ``"standard"`` (at most the number
+            of classes minus one are used).
         eot_samples: gradient samples per step of ``"rand"``.
     """
 
@@ -160,9 +160,11 @@ class AutoAttack(Attack):
                     APGD(e, n, "dlr", steps=self.steps, eot_samples=self.eot_samples, seed=s))
         out: list[Attack] = [APGD(e, n, "ce", steps=self.steps, seed=s),
                              APGD(e, n, "dlr", targeted="top", n_targets=self.n_targets,
-                                  steps=self.steps, seed=s)]
+                                  steps=self.steps, seed=s),
+                             FAB(e, n, targeted="top", n_targets=self.n_targets,
+                                 steps=self.steps, seed=s)]
         if n != "1":
-            out += [DeepFool(n, eps=e), Square(e, n, queries=self.queries, seed=s)]
+            out.append(Square(e, n, queries=self.queries, seed=s))
         return tuple(out)
 
     def resolve(self, model: nn.Module, images: torch.Tensor) -> str:
@@ -205,6 +207,19 @@ class AutoAttack(Attack):
                                     None, early_stop)
         return adv, res
 
+    def _fit_classes(self, stages: tuple[Attack, ...], version: str, n_classes: int
+                     ) -> tuple[Attack, ...]:
+        """Check the built-in versions' class count; cap FAB-T's targets at the other classes."""
+        need = {"standard": 4, "rand": 3}.get(version, 0)
+        if n_classes < need:
+            what = "APGD-T (targeted DLR)" if version == "standard" else "APGD-DLR"
+            raise ConfigError(f"AutoAttack version {version!r} runs {what} and needs a model with "
+                              f"at least {need} classes; this one has {n_classes}. Use "
+                              "version='custom' with cross-entropy attacks (e.g. APGD(loss='ce')).")
+        return tuple(dataclasses.replace(a, n_targets=n_classes - 1)
+                     if isinstance(a, FAB) and a.targeted == "top" and a.n_targets >= n_classes
+                     else a for a in stages)
+
     def _cascade(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  generator: torch.Generator | None, targets: torch.Tensor | None,
                  early_stop: bool) -> tuple[CascadeResult, torch.Tensor, torch.Tensor]:
@@ -219,7 +234,10 @@ class AutoAttack(Attack):
         start = time.perf_counter()
         with eval_mode(model), torch.inference_mode():
             k = self.eot_samples if version == "rand" else 1
-            clean_pred = expected_logits(model, images, k).argmax(1)
+            clean_logits = expected_logits(model, images, k)
+            clean_pred = clean_logits.argmax(1)
+        if b:
+            stages = self._fit_classes(stages, version, clean_logits.shape[1])
         broken = clean_pred.clone() != labels
         adv = images.detach().clone()
         found = ["clean" if bool(v) else "" for v in broken.tolist()]
