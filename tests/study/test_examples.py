@@ -103,9 +103,11 @@ def test_smoke_config_caps_preset_defaults_and_keeps_imagenet_paths() -> None:
     s1 = smoke_config(_raw("s1_dissimilarity.toml"))
     assert s1["attacks"][0]["eps"] == [0.1, float("inf")] and s1["attacks"][0]["steps"] == 2
     standard = smoke_config({"attacks": [{"type": "autoattack", "eps": [0.1]}, {"type": "square", "eps": [0.1]},
-                                         {"type": "apgd_t", "eps": [0.1], "n_targets": 5}]})
+                                         {"type": "apgd_t", "eps": [0.1], "n_targets": 5},
+                                         {"type": "fab", "eps": [0.1]}]})
     assert standard["attacks"][0] == {"type": "autoattack", "eps": [0.1], "steps": 2, "queries": 20, "n_targets": 2}
     assert standard["attacks"][1]["queries"] == 20 and standard["attacks"][2]["n_targets"] == 2
+    assert standard["attacks"][3] == {"type": "fab", "eps": [0.1], "steps": 2, "n_targets": 2}
 
 
 # ----------------------------------------------------------------- Fashion-MNIST, end to end

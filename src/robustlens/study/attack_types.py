@@ -29,6 +29,7 @@ from robustlens.attacks import (
     Attack,
     AutoAttack,
     Corruption,
+    FAB,
     DeepFool,
     RandomNoise,
     Square,
@@ -153,6 +154,12 @@ ATTACK_TYPES.update({
     "square": AttackType({"norm": str, "queries": int, "seed": int, "p_init": float,
                           "eot_samples": int},
                          lambda eps, o, _: Square(eps, **o)),
+    # FAB-T (targeted = true, the default) or untargeted FAB; a minimum-norm attack judged at
+    # eps (eps = inf: the smallest adversarial found, however large)
+    "fab": AttackType({"norm": str, "targeted": bool, "n_targets": int, "steps": int, "restarts": int,
+                       "seed": int, "alpha_max": float, "eta": float, "beta": float, "eot_samples": int},
+                      lambda eps, o, _: FAB(eps, **{**o, "targeted": "top" if o.get("targeted", True) else None}),
+                      unbounded=True),
     "autoattack": AttackType({"norm": str, "version": str, "seed": int, "steps": int,
                               "queries": int, "n_targets": int, "eot_samples": int},
                              lambda eps, o, _: AutoAttack(eps, **o), check=_check_autoattack),

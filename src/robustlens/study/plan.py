@@ -12,7 +12,8 @@ How exact each figure is:
   then scaled by the number of images. Exact for attacks whose work per image does not
   depend on the weights (FGSM, PGD, EOT and restarts included) when the study runs without
   early exit (a stochastic model, or an analysis recording activations); an upper bound
-  with early exit on, and for attacks that stop once they succeed (DeepFool).
+  with early exit on, and for attacks that stop once they succeed (DeepFool; FAB, whose
+  later target classes run only on the images not yet broken within eps).
 * time: the timed batch's seconds, scaled by the number of batches (an estimate; the first
   batch also pays warm-up costs, so it errs high).
 * peak memory: measured on the timed batch on CUDA (``torch.cuda.max_memory_allocated``);
@@ -287,7 +288,7 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
                     fa, ba, fc, bc = f1 / b_1, b1 / b_1, 0.0, 0.0
                 forward = round(sum(fa * b + fc for b in sizes)) + (own - 1) * n
                 backward = round(sum(ba * b + bc for b in sizes))
-                exact = not early_exit and type(attack).__name__ not in ("DeepFool",)
+                exact = not early_exit and type(attack).__name__ not in ("DeepFool", "FAB")
                 rows.append({"model": mc.name, "attack": a.name, "eps": float(eps), "norm": attack.norm,
                              "n_images": n, "forward": forward, "backward": backward,
                              "early_exit": early_exit, "exact": exact, "seconds": unit_s * n_batches})
