@@ -8,11 +8,11 @@ from torch import nn
 
 from robustlens.attacks import (
     APGD,
+    FAB,
     FGSM,
     PGD,
     Attack,
     AutoAttack,
-    FAB,
     DeepFool,
     RandomNoise,
     Square,

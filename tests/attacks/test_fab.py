@@ -12,6 +12,7 @@ from scipy.optimize import linprog, minimize
 from robustlens.attacks import FAB, boundary_step
 from robustlens.errors import ConfigError, RobustlensError
 
+
 @pytest.fixture(scope="module")
 def digits():
     """A softmax regression on sklearn's digits and 60 test images it classifies correctly."""

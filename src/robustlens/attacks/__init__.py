@@ -4,9 +4,9 @@ Gradient attacks (:class:`FGSM`, :class:`PGD`, :class:`APGD`) share one loop bui
 threat model (L-inf / L2 / L1), a criterion (untargeted / targeted, its loss) and a gradient
 estimator with expectation over transformation, with a step rule (PGD's fixed step, APGD's
 adaptive one); :class:`Square` is a score-based black-box attack; :class:`AutoAttack` runs a
-cascade of them on the surviving examples; :class:`DeepFool` and :class:`FAB` find minimal perturbations;
-:class:`Transfer` crafts on a surrogate; :class:`RandomNoise` is the baseline of the same
-size. ``attack.run(...)`` gives the per-example :class:`AttackResult`.
+cascade of them on the surviving examples; :class:`DeepFool` and :class:`FAB` find minimal
+perturbations; :class:`Transfer` crafts on a surrogate; :class:`RandomNoise` is the baseline
+of the same size. ``attack.run(...)`` gives the per-example :class:`AttackResult`.
 """
 
 from robustlens.attacks._criteria import LOSSES, TARGET_MODES, Criterion, Targeted, dlr_loss

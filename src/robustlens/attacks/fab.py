@@ -213,7 +213,8 @@ class FAB(Attack):
         best_adv = x0.clone()
         if self.targeted == "top":
             order = clean.scatter(1, labels[:, None], float("-inf")).argsort(dim=1, descending=True)
-            runs = [(order[:, j], r) for j in range(self.n_targets) for r in range(self.restarts)]
+            runs: list[tuple[torch.Tensor | None, int]] = [
+                (order[:, j], r) for j in range(self.n_targets) for r in range(self.restarts)]
         else:
             runs = [(None, r) for r in range(self.restarts)]
         bounded = math.isfinite(self.eps)
@@ -239,7 +240,6 @@ class FAB(Attack):
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One FAB run: (smallest adversarial found (n, C, H, W), its norm (n,), inf if none)."""
         n = x0.shape[0]
-        shape = (-1, *([1] * (x0.ndim - 1)))
         flat0 = x0.flatten(1)
         x = flat0.clone()
         if random_start:
@@ -287,11 +287,10 @@ class FAB(Attack):
 
     def _random_direction(self, flat: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Random directions (n, D) of unit norm in the attack's norm."""
-        kw = {"generator": generator, "device": flat.device, "dtype": flat.dtype}
         if self.norm == "inf":
-            t = 2 * torch.rand(flat.shape, **kw) - 1  # type: ignore[arg-type]
+            t = 2 * torch.rand(flat.shape, generator=generator, device=flat.device, dtype=flat.dtype) - 1
         else:
-            t = torch.randn(flat.shape, **kw)  # type: ignore[arg-type]
+            t = torch.randn(flat.shape, generator=generator, device=flat.device, dtype=flat.dtype)
         return t / _norm_rows(t, self.norm).clamp_min(_TINY)[:, None]
 
     def _linearise(self, model: nn.Module, x: torch.Tensor, labels: torch.Tensor,

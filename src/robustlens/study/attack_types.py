@@ -24,12 +24,12 @@ from torch import nn
 
 from robustlens.attacks import (
     APGD,
+    FAB,
     FGSM,
     PGD,
     Attack,
     AutoAttack,
     Corruption,
-    FAB,
     DeepFool,
     RandomNoise,
     Square,

@@ -38,7 +38,8 @@ _ATTACK_DEFAULTS = {  # options whose default is above its cap, per attack type
     "pgd": {"steps": 10}, "transfer": {"steps": 10}, "deepfool": {"steps": 50},
     "vonenet": {"steps": 64, "eot_samples": 10}, "noise": {"trials": 10},
     "apgd": {"steps": 100, "n_targets": 9}, "apgd_t": {"steps": 100, "n_targets": 9},
-    "square": {"queries": 5000}, "fab": {"steps": 100, "n_targets": 9}, "autoattack": {"steps": 100, "queries": 5000, "n_targets": 9},
+    "square": {"queries": 5000}, "fab": {"steps": 100, "n_targets": 9},
+    "autoattack": {"steps": 100, "queries": 5000, "n_targets": 9},
 }
 _ANALYSIS_CAPS: dict[str, dict[str, int]] = {
     "audit": {"n_images": 8, "steps": 2, "eot_samples": 2, "restarts": 1, "queries": 20},
