@@ -26,7 +26,7 @@ output says which models ran.
 
 Usage: python benchmarks/bench_autoattack.py [--images 1000] [--vone-images 400]
        [--models demo|quick] [--quick] [--norms inf,2] [--skip-vone] [--skip-components]
-       [--batch 500] [--threads 2]
+       [--batch 500] [--threads 2] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -166,9 +166,14 @@ def part_one(args: argparse.Namespace) -> None:
         eps = settings[norm]
         print(f"\nensemble, {'L-inf' if norm == 'inf' else 'L2'} eps {eps:g}\n{header}", flush=True)
         peers = theirs(model, norm, eps, False)
-        acc, sec, stages = cascade(model, AutoAttack(eps, norm, version="standard"), x, y,
-                                   args.batch)
+        aa = AutoAttack(eps, norm, version="standard")
+        acc, sec, stages = cascade(model, aa, x, y, args.batch)
         acc_t, sec_t, _ = evaluate(model, peers["autoattack"], x, y, args.batch)
+        for _ in range(args.repeats - 1):  # alternate the two, keep each one's fastest
+            sec_t = min(sec_t, evaluate(model, peers["autoattack"], x, y, args.batch)[1])
+            again = cascade(model, aa, x, y, args.batch)
+            if again[1] < sec:
+                sec, stages = again[1], again[2]
         line("autoattack", acc, sec, acc_t, sec_t)
         print("  cascade (ours): stage, accuracy after, attacked, broken, seconds, "
               "s per image attacked")
@@ -190,6 +195,9 @@ def part_one(args: argparse.Namespace) -> None:
         for key, attack in mine.items():
             acc, sec, _ = evaluate(model, ours(model, attack), x, y, args.batch)
             acc_t, sec_t, _ = evaluate(model, peers[key], x, y, args.batch)
+            for _ in range(args.repeats - 1):
+                sec_t = min(sec_t, evaluate(model, peers[key], x, y, args.batch)[1])
+                sec = min(sec, evaluate(model, ours(model, attack), x, y, args.batch)[1])
             line(key, acc, sec, acc_t, sec_t)
 
 
@@ -223,6 +231,9 @@ def main() -> None:
     parser.add_argument("--skip-components", action="store_true",
                         help="only the ensembles (the components cost as much again)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="time each attack this many times, the two libraries alternately, "
+                             "and keep the fastest (a shared machine's load varies)")
     args = parser.parse_args()
     if args.quick:
         args.models, args.images, args.vone_images = "quick", 100, 100
