@@ -14,7 +14,10 @@ process, with only these changes:
   each) and fewer attack steps, render steps, audit images (see ``REDUCE``); eps lists,
   noise samples (EOT), batch sizes, layers and analyses are kept.
 
-Printed per config: images, attack passes (estimated: images x models x eps x steps x noise
+Before each study, its cost plan (``robustlens study CONFIG --plan``'s :func:`plan_study`, in its
+own process) is made and the predicted time and peak memory are printed beside the measured
+ones, with their ratios (predicted / measured; the target is within 1.5x either way), and the
+plan's own time. Printed per config: images, attack passes (estimated: images x models x eps x steps x noise
 samples, DeepFool steps counting its candidate gradients), wall time, time per image, the
 child's peak resident memory (``wait4``'s ``ru_maxrss``), the run directory's size and the
 largest size its resume points (``checkpoints/``) reached, and whether ``report.html`` was
@@ -25,8 +28,11 @@ never takes the machine down) and reported as such.
 first eps only, one saliency image, S3 with 10 classes; full (within 60 minutes on 2 idle cores): 10-20 images per
 config, S3's 100 classes x 2 images.
 
+The load average (1, 5, 15 min) is printed at the start, after each config and at the end:
+on a shared machine every time is inflated by it (the plan's too, so the ratios less so).
+
 Usage: python benchmarks/bench_imagenet_rehearsal.py [--quick] [--root DIR] [--only s1,s3]
-       [--max-rss-gib 10] [--keep]
+       [--max-rss-gib 10] [--keep] [--no-plan]
 """
 
 from __future__ import annotations
@@ -230,14 +236,57 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
-def run_one(name: str, cfg: dict[str, Any], work: Path, max_rss: int, timeout: float
-            ) -> dict[str, Any]:
+_PLAN = """
+import json, sys, tomllib
+from pathlib import Path
+from robustlens.study import parse_config
+from robustlens.study.plan import plan_study
+path = Path(sys.argv[1])
+plan = plan_study(parse_config(tomllib.loads(path.read_text()), base_dir=path.parent), device="cpu")
+print(plan.text())
+Path(sys.argv[2]).write_text(plan.models.to_json(orient="records"))
+"""
+
+
+def _load() -> str:
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+def plan_one(name: str, config_path: Path, work: Path, env: dict[str, str]) -> dict[str, Any]:
+    """The config's cost plan, made in its own process: predicted seconds and peak bytes (the
+    largest model's), the plan's own wall time and peak memory; NaN if it failed."""
+    out = work / f"{name}.plan.json"
+    log = work / f"{name}.plan.log"
+    out.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        child = subprocess.Popen([sys.executable, "-c", _PLAN, str(config_path), str(out)],
+                                 stdout=f, stderr=subprocess.STDOUT, env=env)
+    _, status, usage = os.wait4(child.pid, 0)
+    wall = time.perf_counter() - t0
+    row = {"plan_s": wall, "plan_peak_gib": usage.ru_maxrss / 2**20, "pred_s": math.nan,
+           "pred_gib": math.nan, "pred_models": []}
+    if os.waitstatus_to_exitcode(status) == 0 and out.exists():
+        import json
+
+        models = json.loads(out.read_text())
+        row["pred_s"] = sum(m["seconds"] for m in models)
+        row["pred_gib"] = max(m["peak_memory_bytes"] for m in models) / 2**30
+        row["pred_models"] = models
+    else:
+        row["plan_error"] = " | ".join(log.read_text().strip().splitlines()[-2:])[-300:]
+    return row
+
+
+def run_one(name: str, cfg: dict[str, Any], work: Path, max_rss: int, timeout: float,
+            plan: bool = True) -> dict[str, Any]:
     config_path = work / f"{name}.toml"
     config_path.write_text(to_toml(cfg))
     run_dir = work / f"run_{name}"
     shutil.rmtree(run_dir, ignore_errors=True)
     log = work / f"{name}.log"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    predicted = plan_one(name, config_path, work, env) if plan else {}
     t0 = time.perf_counter()
     with open(log, "w") as out:
         child = subprocess.Popen([sys.executable, "-m", "robustlens", "study", str(config_path),
@@ -265,10 +314,13 @@ def run_one(name: str, cfg: dict[str, Any], work: Path, max_rss: int, timeout: f
     wall = time.perf_counter() - t0
     manifest = run_dir / "manifest.json"
     n_images = 0
+    timings: dict[str, Any] = {}
     if manifest.exists():
         import json
 
-        n_images = int(json.loads(manifest.read_text()).get("data", {}).get("n_images", 0))
+        content = json.loads(manifest.read_text())
+        n_images = int(content.get("data", {}).get("n_images", 0))
+        timings = content.get("timings", {})
     tail = log.read_text().strip().splitlines()[-3:] if log.exists() else []
     return {"config": name, "images": n_images, "passes": attack_passes(cfg, n_images),
             "wall_s": wall, "per_image_s": wall / n_images if n_images else math.nan,
@@ -276,7 +328,29 @@ def run_one(name: str, cfg: dict[str, Any], work: Path, max_rss: int, timeout: f
             "ckpt_mib": max(state["ckpt"], _dir_bytes(run_dir / "checkpoints")) / 2**20,
             "report": (run_dir / "report.html").exists(), "rc": child.returncode,
             "why": state["killed"] or ("" if child.returncode == 0 else " | ".join(tail)[-300:]),
-            "batch": cfg["study"]["batch_size"]}
+            "batch": cfg["study"]["batch_size"], "timings": timings, **predicted}
+
+
+def _ratio(predicted: float, measured: float) -> float:
+    return predicted / measured if measured > 0 else math.nan
+
+
+def print_plan(row: dict[str, Any]) -> None:
+    """Predicted against measured, for one config, with the per-model split."""
+    if "plan_error" in row:
+        print(f"    plan FAILED: {row['plan_error']}")
+        return
+    print(f"    plan (made in {row['plan_s']:.0f} s, {row['plan_peak_gib']:.2f} GiB): time {row['pred_s']:.0f} s "
+          f"vs {row['wall_s']:.0f} s measured (ratio {_ratio(row['pred_s'], row['wall_s']):.2f}); peak "
+          f"{row['pred_gib']:.2f} GiB vs {row['peak_gib']:.2f} GiB (ratio "
+          f"{_ratio(row['pred_gib'], row['peak_gib']):.2f})")
+    for m in row["pred_models"]:
+        t = row["timings"].get(m["model"], {})
+        end = sum(t.get("analyses_s", {}).values()) if t else math.nan
+        print(f"      {m['model']}: build {m['build_seconds']:.0f} s (run {t.get('model_s', math.nan):.0f}), "
+              f"batches {m['seconds'] - m['build_seconds'] - m['end_seconds']:.0f} s "
+              f"(run {t.get('evaluate_s', math.nan):.0f}), tables and figures {m['end_seconds']:.0f} s "
+              f"(run's tables {end:.0f}), peak {m['peak_memory_bytes'] / 2**30:.2f} GiB")
 
 
 def main() -> None:
@@ -289,6 +363,7 @@ def main() -> None:
                         help="stop a config whose resident memory passes this")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per config")
     parser.add_argument("--keep", action="store_true", help="keep the run directories")
+    parser.add_argument("--no-plan", action="store_true", help="skip the cost plans")
     args = parser.parse_args()
     names = [n for n in (args.only.split(",") if args.only else CONFIGS) if n]
     unknown = [n for n in names if n not in CONFIGS]
@@ -297,7 +372,7 @@ def main() -> None:
 
     import torch
 
-    print(f"device: cpu ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}), "
+    print(f"device: cpu ({os.cpu_count()} CPUs, load average {_load()}), "
           f"torch {torch.__version__}; mode: {'quick' if args.quick else 'full'}")
     tmp = tempfile.mkdtemp(prefix="robustlens_rehearsal_")
     root = args.root or Path(tmp) / "imagenet"
@@ -312,10 +387,12 @@ def main() -> None:
     for name in names:
         raw = tomllib.loads(CONFIGS[name].read_text())
         cfg = rehearsal_config(name, raw, root, args.quick)
-        row = run_one(name, cfg, work, int(args.max_rss_gib * 2**30), args.timeout)
+        row = run_one(name, cfg, work, int(args.max_rss_gib * 2**30), args.timeout, not args.no_plan)
         rows.append(row)
         print(f"  {name}: {'ok' if row['rc'] == 0 else 'FAILED'} in {row['wall_s']:.0f} s, peak "
-              f"{row['peak_gib']:.2f} GiB {row['why']}", flush=True)
+              f"{row['peak_gib']:.2f} GiB {row['why']} (load average {_load()})", flush=True)
+        if not args.no_plan:
+            print_plan(row)
     header = (f"{'config':<9}{'batch':>6}{'images':>7}{'passes':>9}{'wall s':>8}{'s/image':>9}"
               f"{'peak GiB':>9}{'run MiB':>9}{'resume MiB':>11}{'report':>8}")
     print(header)
@@ -325,7 +402,16 @@ def main() -> None:
               f"{'yes' if r['report'] else 'NO':>8}")
     failed = [r for r in rows if r["rc"] != 0 or not r["report"]]
     over = [r["config"] for r in rows if r["peak_gib"] > 8.0]
-    print(f"total {time.perf_counter() - total:.0f} s (load average now {os.getloadavg()[0]:.1f}); "
+    if not args.no_plan:
+        print(f"{'config':<9}{'pred s':>8}{'wall s':>8}{'ratio':>7}{'pred GiB':>9}{'peak GiB':>9}{'ratio':>7}"
+              f"{'plan s':>8}{'within 1.5x':>12}")
+        for r in rows:
+            t, m = _ratio(r.get("pred_s", math.nan), r["wall_s"]), _ratio(r.get("pred_gib", math.nan), r["peak_gib"])
+            ok = all(1 / 1.5 <= v <= 1.5 for v in (t, m))
+            print(f"{r['config']:<9}{r.get('pred_s', math.nan):>8.0f}{r['wall_s']:>8.0f}{t:>7.2f}"
+                  f"{r.get('pred_gib', math.nan):>9.2f}{r['peak_gib']:>9.2f}{m:>7.2f}{r.get('plan_s', math.nan):>8.0f}"
+                  f"{'yes' if ok else 'NO':>12}")
+    print(f"total {time.perf_counter() - total:.0f} s (load average now {_load()}); "
           f"completed {len(rows) - len(failed)}/{len(rows)}; peak <= 8 GiB: "
           f"{'all' if not over else 'NOT ' + ', '.join(over)}")
     for r in failed:

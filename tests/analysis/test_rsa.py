@@ -159,3 +159,62 @@ def test_class_rdm_absent_classes_cost_nothing_and_dense_state_loads(digits):
     again.load_state_dict(wide.state_dict())
     again.merge(wide)
     np.testing.assert_allclose(again.rdm("p").matrix, small.rdm("p").matrix, atol=1e-12)
+
+
+def _bootstrap_by_definition(a: RDM, b: RDM, method: str, n_bootstrap: int, seed: int) -> np.ndarray:
+    """Each resample's pairs of different draws written out and compared with scipy."""
+    rng = np.random.default_rng(seed)
+    n = a.n_stimuli
+    i, j = np.triu_indices(n, 1)
+    out = []
+    for _ in range(n_bootstrap):
+        draw = rng.integers(0, n, size=n)
+        keep = draw[i] != draw[j]
+        x = a.matrix[draw[i][keep], draw[j][keep]]
+        y = b.matrix[draw[i][keep], draw[j][keep]]
+        ok = np.isfinite(x) & np.isfinite(y)
+        x, y = x[ok], y[ok]
+        if method == "spearman":
+            out.append(spearmanr(x, y).statistic)
+        elif method == "pearson":
+            out.append(np.corrcoef(x, y)[0, 1])
+        else:
+            out.append(x @ y / np.sqrt((x @ x) * (y @ y)))
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("method", ["spearman", "pearson", "cosine"])
+def test_bootstrap_weighted_form_equals_resampling(digits, method):
+    # real data with ties (rounded dissimilarities) and undefined entries (NaN)
+    x = torch.as_tensor(digits.images[:25].reshape(25, -1), dtype=torch.float64)
+    a = rdm(x, "euclidean")
+    b = rdm(x.flip(1) + 0.5 * torch.roll(x, 1, 0), "cosine")
+    am, bm = np.round(a.matrix, 0), b.matrix.copy()
+    bm[3, :] = bm[:, 3] = np.nan
+    np.fill_diagonal(bm, 0.0)
+    a, b = RDM(am, "euclidean"), RDM(bm, "cosine")
+    est = bootstrap_compare_rdms(a, b, method, n_bootstrap=40, seed=5)
+    expected = _bootstrap_by_definition(a, b, method, 40, 5)
+    np.testing.assert_allclose(est.samples, expected, rtol=0, atol=1e-12)
+    assert len(np.unique(am)) < am.size // 4  # the ties are real
+
+
+def test_bootstrap_degenerate_resamples():
+    # 3 stimuli: a resample drawing one stimulus has no pair, one drawing two has one value
+    # (repeated): the correlation is undefined (NaN) in both, as by definition
+    m = np.array([[0, 1, 2], [1, 0, 3], [2, 3, 0.0]])
+    a, b = RDM(m, "euclidean"), RDM(m ** 2, "euclidean")
+    est = bootstrap_compare_rdms(a, b, "pearson", n_bootstrap=60, seed=1)
+    rng = np.random.default_rng(1)
+    distinct = np.array([len(np.unique(rng.integers(0, 3, size=3))) for _ in range(60)])
+    np.testing.assert_array_equal(np.isnan(est.samples), distinct < 3)
+    assert np.isnan(est.samples).any() and not np.isnan(est.samples).all()
+    full = est.samples[distinct == 3]  # all three drawn: the weighted Pearson r
+    i, j = np.triu_indices(3, 1)
+    rng = np.random.default_rng(1)
+    for s in range(60):
+        c = np.bincount(rng.integers(0, 3, size=3), minlength=3)
+        if (c > 0).all():
+            x = np.repeat(m[i, j], c[i] * c[j])
+            assert est.samples[s] == pytest.approx(np.corrcoef(x, x ** 2)[0, 1], abs=1e-12)
+    assert len(full) > 0

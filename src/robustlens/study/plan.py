@@ -14,10 +14,16 @@ How exact each figure is:
   early exit (a stochastic model, or an analysis recording activations); an upper bound
   with early exit on, and for attacks that stop once they succeed (DeepFool; FAB, whose
   later target classes run only on the images not yet broken within eps).
-* time: the timed batch's seconds, scaled by the number of batches (an estimate; the first
-  batch also pays warm-up costs, so it errs high).
-* peak memory: measured on the timed batch on CUDA (``torch.cuda.max_memory_allocated``);
-  on the CPU, parameters plus the largest batch's activations recorded, an estimate.
+* time: the timed batch as the run does it (the clean forward with the layers recorded,
+  each attack x eps with the run's early exit, the fresh forwards of the adversarial images,
+  a stochastic model's expected-accuracy passes, every analysis fed), scaled by the number
+  of batches; plus the model's build and each analysis' end-of-run work (its tables and
+  figures: renders, saliency maps, bootstraps), timed once on that batch's sums. An
+  estimate: the first batch also pays warm-up costs, so it errs high.
+* peak memory: measured on the timed batch: on CUDA ``torch.cuda.max_memory_allocated``,
+  on Linux CPUs the process' resident high-water mark (``VmHWM``, reset before each model),
+  which counts the interpreter and libraries too; elsewhere parameters plus the recorded
+  activations, an estimate.
 * batch size that fits: the largest batch the memory budget (``[study].max_memory``, or a
   share of the device's memory) holds, measured by the probe the run itself makes
   (:meth:`~robustlens.study.batch.ModelWork.fit`; its passes are counted); a config batch
@@ -29,6 +35,7 @@ How exact each figure is:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +47,8 @@ from torch import nn
 
 from robustlens.attacks import eval_mode, is_stochastic
 from robustlens.data import Dataset
+from robustlens.evaluation import expected_correct
+from robustlens.study.analyses import AnalysisBatch, CleanBatch, StudyAnalysis
 from robustlens.study.batch import BatchFit, ModelState, ModelWork
 from robustlens.study.config import StudyConfig
 from robustlens.study.memory import default_budget
@@ -156,28 +165,105 @@ def _duration(s: float) -> str:
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
-def _record_layers(config: StudyConfig, model: nn.Module, class_names: tuple[str, ...]) -> list[str] | None:
+def _analyses(config: StudyConfig, model_name: str, model: nn.Module,
+              class_names: tuple[str, ...]) -> list[StudyAnalysis]:
     from robustlens.study.runner import _build_analysis  # noqa: PLC0415  (one definition)
 
-    sets = [_build_analysis(config, k, "plan", model, class_names).layers() for k in config.analyses]
+    return [_build_analysis(config, k, model_name, model, class_names) for k in config.analyses]
+
+
+def _record_layers(analyses: list[StudyAnalysis]) -> list[str] | None:
+    sets = [a.layers() for a in analyses]
     if any(s is None for s in sets):
         return None
     return sorted({layer for s in sets for layer in (s or [])})
 
 
+def _reset_peak_rss() -> bool:
+    """Reset this process' resident high-water mark (Linux); False where it cannot be."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    """This process' resident high-water mark in bytes (``VmHWM``; 0 where unknown)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    return 0
+
+
+def _forward(model: nn.Module, x: torch.Tensor, layers: list[str] | None, want_record: bool
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Logits and recorded activations, as the run's forward of a batch."""
+    from robustlens.activations import record
+
+    with torch.inference_mode():
+        if not want_record:
+            return model(x), {}
+        with record(model, layers) as rec:
+            logits = model(x)
+        return logits, dict(rec)
+
+
 def _measure(attack: object, model: nn.Module, x: torch.Tensor, y: torch.Tensor, dev: torch.device,
-             seed: int) -> tuple[int, int, float]:
-    """Passes (forward, backward) and seconds of one attack unit on one batch, as the runner runs it:
-    the attack (early exit off), then a fresh forward of the adversarial images."""
+             seed: int) -> tuple[int, int]:
+    """Passes (forward, backward) of one attack unit on one batch with early exit off, then a
+    fresh forward of the adversarial images."""
     generator = torch.Generator(device=dev).manual_seed(seed)
-    t0 = time.perf_counter()
     with eval_mode(model), count_passes(model) as counted:
         result = attack.run(model, x, y, generator=generator, early_stop=False)  # type: ignore[attr-defined]
         with torch.inference_mode():
             model(result.adversarial)
+    return counted.forward, counted.backward
+
+
+def _sync(dev: torch.device) -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    return counted.forward, counted.backward, time.perf_counter() - t0
+
+
+def _end_of_run_seconds(analyses: list[StudyAnalysis]) -> float:
+    """Seconds of every analysis' tables and figures on the sums held (one batch's)."""
+    import matplotlib.pyplot as plt
+
+    t0 = time.perf_counter()
+    for analysis in analyses:
+        try:
+            tables = analysis.tables()
+            for _, figure in type(analysis).figures(tables):
+                plt.close(figure)
+        except Exception:  # noqa: BLE001  (one batch may be too little for a table; the run decides)
+            continue
+    return time.perf_counter() - t0
+
+
+def _time_unit(attack: object, model: nn.Module, analyses: list[StudyAnalysis], clean: CleanBatch,
+               layers: list[str] | None, want_record: bool, early_exit: bool, n_passes: int, name: str,
+               eps: float, dev: torch.device, seed: int) -> float:
+    """Seconds of one attack unit on the clean batch as the run does it: the attack with the
+    run's early exit, the fresh (recorded) forward, expected-accuracy passes, the analyses fed."""
+    x, y = clean.images, clean.labels
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    _sync(dev)
+    t0 = time.perf_counter()
+    with eval_mode(model):
+        result = attack.run(model, x, y, generator=generator, early_stop=early_exit)  # type: ignore[attr-defined]
+        logits, acts = _forward(model, result.adversarial, layers, want_record)
+        if n_passes > 1:
+            expected_correct(model, result.adversarial, y, n_passes)
+        batch = AnalysisBatch(name, eps, clean, result.adversarial, logits, acts,
+                              attack.norm, result)  # type: ignore[attr-defined]
+        for analysis in analyses:
+            analysis.update(batch)
+    _sync(dev)
+    return time.perf_counter() - t0
 
 
 def _fit(config: StudyConfig, name: str, model: nn.Module, data: Dataset, x: torch.Tensor, y: torch.Tensor,
@@ -212,7 +298,6 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
     Returns:
         The plan (see :class:`StudyPlan`; its :meth:`StudyPlan.text` prints it).
     """
-    from robustlens.activations import record
     from robustlens.study.models import build_seeded
     from robustlens.study.runner import resolve_device
 
@@ -221,18 +306,28 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
     n = len(data)
     bs = config.batch_size
     n_batches = (n + bs - 1) // bs
+    t0 = time.perf_counter()
     x, y = data.get_batch(torch.arange(min(bs, n)))
+    load_s = time.perf_counter() - t0  # the run decodes the next batch while this one runs
     sizes = [min(bs, n - i * bs) for i in range(n_batches)]
     x, y = x.to(dev), y.to(dev)
+    scale = n / max(len(x), 1)  # batches of the timed one's size that the run amounts to
     rows, model_rows = [], []
     surrogates: dict[str, nn.Module] = {}
     for mc in config.models:
+        _sync(dev)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        rss_measured = dev.type != "cuda" and _reset_peak_rss()
+        t0 = time.perf_counter()
         options = dict(mc.options)
         options.pop("pretrained", None)
         model = build_seeded(mc.architecture, options, mc.seed).to(dev).eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        layers = _record_layers(config, model, tuple(data.class_names))
+        build_s = time.perf_counter() - t0
+        analyses = _analyses(config, mc.name, model, tuple(data.class_names))
+        layers = _record_layers(analyses)
         want_record = layers is None or bool(layers)
         with eval_mode(model):
             stochastic = is_stochastic(model, x[:_PROBE_IMAGES])
@@ -240,26 +335,25 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
         n_passes = config.expected_passes if stochastic else 1
         # the runner's own forwards, per image: one fresh pass (+ expected-accuracy passes)
         own = 1 + (n_passes if n_passes > 1 else 0)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-            torch.cuda.reset_peak_memory_stats(dev)
+        _sync(dev)
         t0 = time.perf_counter()
-        recorded_bytes = 0
-        with eval_mode(model), torch.inference_mode():
-            if want_record:
-                with record(model, layers) as rec:
-                    model(x)
-                recorded_bytes = sum(t.numel() * t.element_size() for t in dict(rec).values())
-            else:
-                model(x)
+        with eval_mode(model):
+            logits, acts = _forward(model, x, layers, want_record)
+            if n_passes > 1:
+                expected_correct(model, x, y, n_passes)
+            clean = CleanBatch(x, y, logits, acts)
+            for analysis in analyses:
+                analysis.update_clean(clean)
+        _sync(dev)
         clean_s = time.perf_counter() - t0
+        recorded_bytes = sum(t.numel() * t.element_size() for t in acts.values())
         model_forward = _PROBE_IMAGES * 2 if n else 0
         model_forward += own * n
         model_backward = 0
         rows.append({"model": mc.name, "attack": "clean", "eps": 0.0, "norm": "", "n_images": n,
                      "forward": own * n, "backward": 0, "early_exit": False, "exact": True,
-                     "seconds": clean_s * n_batches})
-        seconds = clean_s * n_batches
+                     "seconds": clean_s * scale})
+        seconds = build_s + load_s + clean_s * scale
         if config.attacks:
             # the attacks' input check runs the model once on one image per model and input
             # signature: warm it here, outside the counted passes, and count it once below
@@ -276,11 +370,13 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
                 surrogate = surrogates[a.surrogate]
             for eps in a.eps:
                 attack = a.build(eps, surrogate)
-                f1, b1, unit_s = _measure(attack, model, x, y, dev, config.seed)
+                unit_s = _time_unit(attack, model, analyses, clean, layers, want_record, early_exit,
+                                    n_passes, a.name, float(eps), dev, config.seed)
+                f1, b1 = _measure(attack, model, x, y, dev, config.seed)
                 b_1 = len(x)
                 if len(x) >= 4:  # passes = per image x images + per batch (e.g. a stochasticity probe)
                     half = len(x) // 2
-                    f2, b2, _ = _measure(attack, model, x[:half], y[:half], dev, config.seed)
+                    f2, b2 = _measure(attack, model, x[:half], y[:half], dev, config.seed)
                     b_2 = half
                     fa, ba = (f1 - f2) / (b_1 - b_2), (b1 - b2) / (b_1 - b_2)
                     fc, bc = f1 - fa * b_1, b1 - ba * b_1
@@ -291,18 +387,24 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
                 exact = not early_exit and type(attack).__name__ not in ("DeepFool", "FAB")
                 rows.append({"model": mc.name, "attack": a.name, "eps": float(eps), "norm": attack.norm,
                              "n_images": n, "forward": forward, "backward": backward,
-                             "early_exit": early_exit, "exact": exact, "seconds": unit_s * n_batches})
+                             "early_exit": early_exit, "exact": exact, "seconds": unit_s * scale})
                 model_forward += forward
                 model_backward += backward
-                seconds += unit_s * n_batches
+                seconds += unit_s * scale
+        tables_s = _end_of_run_seconds(analyses)
+        seconds += tables_s
+        _sync(dev)
         if dev.type == "cuda":
             peak, measured = int(torch.cuda.max_memory_allocated(dev)), True
+        elif rss_measured:
+            peak, measured = _peak_rss(), True
         else:
             params = sum(p.numel() * p.element_size() for p in model.parameters())
             peak, measured = params + 3 * recorded_bytes + x.numel() * x.element_size() * 4, False
         fit_passes, fit = _fit(config, mc.name, model, data, x, y, dev, early_exit, stochastic, surrogates)
         model_forward += fit_passes.forward
         model_backward += fit_passes.backward
+        del analyses, clean, acts, logits
         disk = 0
         if mc.train is not None:
             disk += sum(p.numel() * p.element_size() for p in model.parameters())
@@ -310,7 +412,8 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
             disk += 60 * n * sum(len(a.eps) for a in config.attacks)
         disk += 200_000  # tables, figures, report
         model_rows.append({"model": mc.name, "n_images": n, "n_batches": n_batches, "forward": model_forward,
-                           "backward": model_backward, "seconds": seconds, "peak_memory_bytes": peak,
+                           "backward": model_backward, "seconds": seconds, "build_seconds": build_s,
+                           "end_seconds": tables_s, "peak_memory_bytes": peak,
                            "memory_measured": measured, "disk_bytes": disk,
                            "memory_budget_bytes": fit.budget, "batch_size_fits": fit.batch_size,
                            "split": 1 <= fit.batch_size < bs})
