@@ -282,17 +282,17 @@ def _weighted_bootstrap(va: np.ndarray, vb: np.ndarray, n: int, draws: Iterator[
 
     For a symmetric RDM, a resample in which stimulus u is drawn c_u times holds the entry
     (u, v) of the upper triangle exactly c_u * c_v times (and nothing of the diagonal). So
-    each resample is the upper triangle with integer weights: Pearson and cosine become
-    weighted sums, and Spearman's mid-ranks come from the weights summed per group of tied
-    values (ranked once, outside the loop): O(n^2) per resample and no sort.
+    each resample is the upper triangle with integer weights w = c_u * c_v: Pearson and
+    cosine become weighted sums, and Spearman's mid-ranks come from the weights summed per
+    group of tied values (ranked once, outside the loop): O(n^2) per resample, no sort.
     """
     i, j = np.triu_indices(n, k=1)
     ok = np.isfinite(va) & np.isfinite(vb)
     i, j, va, vb = i[ok], j[ok], va[ok], vb[ok]
     if method == "spearman":
-        _, inv_a = np.unique(va, return_inverse=True)
-        _, inv_b = np.unique(vb, return_inverse=True)
-        n_a, n_b = int(inv_a.max(initial=-1)) + 1, int(inv_b.max(initial=-1)) + 1
+        return _weighted_spearman(va, vb, i, j, n, draws)
+    if method == "pearson" and len(va):  # shifted by the full sample's means: fewer digits lost
+        va, vb = va - va.mean(), vb - vb.mean()
     out = []
     for draw in draws:
         c = np.bincount(draw, minlength=n).astype(np.float64)
@@ -301,10 +301,7 @@ def _weighted_bootstrap(va: np.ndarray, vb: np.ndarray, n: int, draws: Iterator[
         if total < 2:
             out.append(math.nan)
             continue
-        if method == "spearman":
-            x, y = _weighted_midranks(inv_a, n_a, w), _weighted_midranks(inv_b, n_b, w)
-        else:
-            x, y = va, vb
+        x, y = va, vb
         if method != "cosine":
             x = x - float(w @ x) / total
             y = y - float(w @ y) / total
@@ -314,12 +311,41 @@ def _weighted_bootstrap(va: np.ndarray, vb: np.ndarray, n: int, draws: Iterator[
     return np.asarray(out, dtype=np.float64)
 
 
-def _weighted_midranks(groups: np.ndarray, n_groups: int, w: np.ndarray) -> np.ndarray:
-    """Mid-ranks (1-based, ties averaged) of values repeated ``w`` times; ``groups``: each
-    value's rank among the distinct values."""
-    per_group = np.bincount(groups, weights=w, minlength=n_groups)
-    below = np.cumsum(per_group) - per_group
-    return (below + (per_group + 1.0) / 2.0)[groups]
+def _weighted_spearman(va: np.ndarray, vb: np.ndarray, i: np.ndarray, j: np.ndarray, n: int,
+                       draws: Iterator[np.ndarray]) -> np.ndarray:
+    """Spearman r of each resample, the entries weighted (see :func:`_weighted_bootstrap`).
+
+    The entries are put in the order of ``va`` once, so ``va``'s groups of ties are runs:
+    their weights are summed by runs and their mid-ranks repeated by runs. The mid-ranks of
+    N weighted values average (N + 1) / 2, so the sums of squares come from the groups.
+    """
+    order = np.argsort(va, kind="stable")
+    va, vb, i, j = va[order], vb[order], i[order], j[order]
+    starts = np.flatnonzero(np.r_[True, va[1:] != va[:-1]]) if len(va) else np.zeros(0, np.int64)
+    sizes = np.diff(np.r_[starts, len(va)])
+    ties_a = len(starts) < len(va)
+    _, groups_b = np.unique(vb, return_inverse=True)
+    n_b = int(groups_b.max(initial=-1)) + 1
+    out = []
+    for draw in draws:
+        c = np.bincount(draw, minlength=n).astype(np.float64)
+        w = c[i] * c[j]
+        total = float(w.sum())
+        if total < 2:
+            out.append(math.nan)
+            continue
+        mid = (total + 1.0) / 2.0
+        w_a = np.add.reduceat(w, starts) if ties_a else w
+        rank_a = np.cumsum(w_a) - (w_a - 1.0) / 2.0 - mid  # centred mid-ranks, per group
+        w_b = np.bincount(groups_b, weights=w, minlength=n_b)
+        rank_b = np.cumsum(w_b) - (w_b - 1.0) / 2.0 - mid
+        ss_a = float(w_a @ (rank_a * rank_a))
+        ss_b = float(w_b @ (rank_b * rank_b))
+        per_a = np.repeat(rank_a, sizes) if ties_a else rank_a
+        cross = float((w * per_a) @ rank_b[groups_b])
+        denom = math.sqrt(ss_a * ss_b)
+        out.append(float(np.clip(cross / denom, -1.0, 1.0)) if denom > 0 else math.nan)
+    return np.asarray(out, dtype=np.float64)
 
 
 class ClassRDM:
