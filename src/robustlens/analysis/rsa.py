@@ -317,7 +317,10 @@ def _weighted_spearman(va: np.ndarray, vb: np.ndarray, i: np.ndarray, j: np.ndar
 
     The entries are put in the order of ``va`` once, so ``va``'s groups of ties are runs:
     their weights are summed by runs and their mid-ranks repeated by runs. The mid-ranks of
-    N weighted values average (N + 1) / 2, so the sums of squares come from the groups.
+    N weighted values average (N + 1) / 2 and their sum of squares about it is
+    ((N^3 - N) - sum over tie groups of (W^3 - W)) / 12, a group of W equal values; without
+    ties in the RDM (and nothing undefined), the groups are the entries, whose sum of w^3
+    is ((sum c^3)^2 - sum c^6) / 2 from the draw counts alone.
     """
     order = np.argsort(va, kind="stable")
     va, vb, i, j = va[order], vb[order], i[order], j[order]
@@ -326,6 +329,8 @@ def _weighted_spearman(va: np.ndarray, vb: np.ndarray, i: np.ndarray, j: np.ndar
     ties_a = len(starts) < len(va)
     _, groups_b = np.unique(vb, return_inverse=True)
     n_b = int(groups_b.max(initial=-1)) + 1
+    ties_b = n_b < len(vb)
+    every_pair = len(va) == n * (n - 1) // 2  # nothing undefined was left out
     out = []
     for draw in draws:
         c = np.bincount(draw, minlength=n).astype(np.float64)
@@ -335,12 +340,17 @@ def _weighted_spearman(va: np.ndarray, vb: np.ndarray, i: np.ndarray, j: np.ndar
             out.append(math.nan)
             continue
         mid = (total + 1.0) / 2.0
+        if every_pair:
+            c3 = c ** 3
+            cubes = (float(c3.sum()) ** 2 - float((c3 * c3).sum())) / 2.0
+        elif not (ties_a and ties_b):
+            cubes = float((w * w) @ w)
         w_a = np.add.reduceat(w, starts) if ties_a else w
         rank_a = np.cumsum(w_a) - (w_a - 1.0) / 2.0 - mid  # centred mid-ranks, per group
         w_b = np.bincount(groups_b, weights=w, minlength=n_b)
         rank_b = np.cumsum(w_b) - (w_b - 1.0) / 2.0 - mid
-        ss_a = float(w_a @ (rank_a * rank_a))
-        ss_b = float(w_b @ (rank_b * rank_b))
+        ss_a = (total ** 3 - (float((w_a * w_a) @ w_a) if ties_a else cubes)) / 12.0
+        ss_b = (total ** 3 - (float((w_b * w_b) @ w_b) if ties_b else cubes)) / 12.0
         per_a = np.repeat(rank_a, sizes) if ties_a else rank_a
         cross = float((w * per_a) @ rank_b[groups_b])
         denom = math.sqrt(ss_a * ss_b)
