@@ -246,16 +246,18 @@ def _end_of_run_seconds(analyses: list[StudyAnalysis]) -> float:
 
 def _time_unit(attack: object, model: nn.Module, analyses: list[StudyAnalysis], clean: CleanBatch,
                layers: list[str] | None, want_record: bool, early_exit: bool, n_passes: int, name: str,
-               eps: float, dev: torch.device, seed: int) -> float:
+               eps: float, dev: torch.device, seed: int) -> tuple[float, int, int]:
     """Seconds of one attack unit on the clean batch as the run does it: the attack with the
-    run's early exit, the fresh (recorded) forward, expected-accuracy passes, the analyses fed."""
+    run's early exit, the fresh (recorded) forward, expected-accuracy passes, the analyses fed;
+    and the passes (forward, backward) of the attack and the fresh forward."""
     x, y = clean.images, clean.labels
     generator = torch.Generator(device=dev).manual_seed(seed)
     _sync(dev)
     t0 = time.perf_counter()
     with eval_mode(model):
-        result = attack.run(model, x, y, generator=generator, early_stop=early_exit)  # type: ignore[attr-defined]
-        logits, acts = _forward(model, result.adversarial, layers, want_record)
+        with count_passes(model) as counted:
+            result = attack.run(model, x, y, generator=generator, early_stop=early_exit)  # type: ignore[attr-defined]
+            logits, acts = _forward(model, result.adversarial, layers, want_record)
         if n_passes > 1:
             expected_correct(model, result.adversarial, y, n_passes)
         batch = AnalysisBatch(name, eps, clean, result.adversarial, logits, acts,
@@ -263,7 +265,7 @@ def _time_unit(attack: object, model: nn.Module, analyses: list[StudyAnalysis], 
         for analysis in analyses:
             analysis.update(batch)
     _sync(dev)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, counted.forward, counted.backward
 
 
 def _fit(config: StudyConfig, name: str, model: nn.Module, data: Dataset, x: torch.Tensor, y: torch.Tensor,
@@ -370,9 +372,10 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
                 surrogate = surrogates[a.surrogate]
             for eps in a.eps:
                 attack = a.build(eps, surrogate)
-                unit_s = _time_unit(attack, model, analyses, clean, layers, want_record, early_exit,
-                                    n_passes, a.name, float(eps), dev, config.seed)
-                f1, b1 = _measure(attack, model, x, y, dev, config.seed)
+                unit_s, f1, b1 = _time_unit(attack, model, analyses, clean, layers, want_record, early_exit,
+                                            n_passes, a.name, float(eps), dev, config.seed)
+                if early_exit:  # the run's passes are fewer: count them without it, the upper bound
+                    f1, b1 = _measure(attack, model, x, y, dev, config.seed)
                 b_1 = len(x)
                 if len(x) >= 4:  # passes = per image x images + per batch (e.g. a stochasticity probe)
                     half = len(x) // 2
