@@ -25,8 +25,9 @@ written. A child whose resident memory passes ``--max-rss-gib`` is stopped (so a
 never takes the machine down) and reported as such.
 
 ``--quick`` (within 10 minutes on 2 idle cores): 2-4 images per config, 1 attack step, the
-first eps only, one saliency image, S3 with 10 classes; full (within 60 minutes on 2 idle cores): 10-20 images per
-config, S3's 100 classes x 2 images.
+first eps only, one saliency image, S3 with 10 classes (its peak memory is at smaller batches);
+full (within 60 minutes on 2 idle cores): one whole batch of each config's size (10 to 50
+images), S3's 100 classes x 2 images.
 
 The load average (1, 5, 15 min) is printed at the start, after each config and at the end:
 on a shared machine every time is inflated by it (the plan's too, so the ratios less so).
@@ -68,14 +69,16 @@ CONFIGS = {
 PER_CLASS = 2  # images written per class folder
 PHOTO = (500, 375)  # width x height, a typical ImageNet photo
 
-# per config: images kept, attack steps, render steps, eps kept (None: all); (full, quick)
+# per config: images kept, attack steps, render steps, eps kept (None: all); (full, quick).
+# Full: at least one whole batch of the config's size (10, 50, 100, 25, 25), so the peak
+# memory is the one of the config's batch size.
 REDUCE: dict[str, dict[str, tuple[Any, Any]]] = {
     "s1": {"images": (10, 2), "steps": (5, 1), "eps": (None, 1)},
-    "s2": {"images": (20, 4), "steps": (None, None), "eps": (None, 3), "render": (8, 2)},
+    "s2": {"images": (50, 4), "steps": (None, None), "eps": (None, 3), "render": (8, 2)},
     "s3": {"classes": (100, 10), "steps": (2, 1), "eps": (None, 1)},
-    "s4": {"images": (20, 4), "steps": (2, 1), "eps": (None, 1), "render": (8, 2),
+    "s4": {"images": (25, 4), "steps": (2, 1), "eps": (None, 1), "render": (8, 2),
            "saliency_samples": (4, 2), "saliency_images": (4, 1)},
-    "vonenet": {"images": (20, 4), "steps": (2, 1), "eps": (None, None), "audit_images": (10, 2),
+    "vonenet": {"images": (25, 4), "steps": (2, 1), "eps": (None, None), "audit_images": (10, 2),
                 "audit_steps": (2, 1)},
 }
 

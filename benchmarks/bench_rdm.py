@@ -15,6 +15,7 @@ Usage: python benchmarks/bench_rdm.py [--bootstrap-only]
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -64,18 +65,21 @@ def bench_bootstrap(n_classes: int = 1000, n_bootstrap: int = 1000, n_reference:
     means = torch.randn(n_classes, 2048, generator=g)
     a = rdm(means)
     b = rdm(means + 0.7 * torch.randn(n_classes, 2048, generator=g))
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     est = bootstrap_compare_rdms(a, b, "spearman", n_bootstrap=n_bootstrap, seed=0)
-    fast = time.perf_counter() - t
-    t = time.perf_counter()
+    fast, fast_cpu = time.perf_counter() - t, time.process_time() - cpu
+    t, cpu = time.perf_counter(), time.process_time()
     ref = by_definition(a.matrix, b.matrix, n_reference, seed=0)
     slow = (time.perf_counter() - t) / n_reference * n_bootstrap
+    slow_cpu = (time.process_time() - cpu) / n_reference * n_bootstrap
     diff = float(np.max(np.abs(est.samples[:n_reference] - ref)))
     print(f"bootstrap_compare_rdms, {n_classes} classes ({n_classes * (n_classes - 1) // 2} pairs), "
-          f"spearman, {n_bootstrap} resamples: {fast:.1f} s (r = {est.estimate:.4f}, 95% CI "
-          f"[{est.low:.4f}, {est.high:.4f}])")
-    print(f"  writing each resample out and ranking it: {slow:.0f} s for {n_bootstrap} (timed on "
-          f"{n_reference}); speed-up {slow / fast:.0f}x; largest difference on those resamples "
+          f"spearman, {n_bootstrap} resamples: {fast:.1f} s wall, {fast_cpu:.1f} s CPU (r = "
+          f"{est.estimate:.4f}, 95% CI [{est.low:.4f}, {est.high:.4f}]; load average "
+          f"{os.getloadavg()[0]:.1f})")
+    print(f"  writing each resample out and ranking it: {slow:.0f} s wall, {slow_cpu:.0f} s CPU for "
+          f"{n_bootstrap} (timed on {n_reference}); speed-up {slow / fast:.0f}x wall, "
+          f"{slow_cpu / fast_cpu:.0f}x CPU; largest difference on those resamples "
           f"{diff:.1e} ({'PASS' if diff < 1e-9 and not math.isnan(diff) else 'FAIL'})")
 
 
