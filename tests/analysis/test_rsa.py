@@ -194,9 +194,9 @@ def test_bootstrap_weighted_form_equals_resampling(digits, method):
     np.fill_diagonal(bm, 0.0)
     tied, undefined = RDM(am, "euclidean"), RDM(bm, "cosine")
     plain = rdm(x + 0.1 * torch.roll(x, 2, 1), "euclidean")  # no ties, nothing undefined
-    for a, b in [(tied, undefined), (undefined, tied), (plain, tied), (a, plain)]:
-        est = bootstrap_compare_rdms(a, b, method, n_bootstrap=40, seed=5)
-        expected = _bootstrap_by_definition(a, b, method, 40, 5)
+    for one, two in [(tied, undefined), (undefined, tied), (plain, tied), (a, plain)]:
+        est = bootstrap_compare_rdms(one, two, method, n_bootstrap=40, seed=5)
+        expected = _bootstrap_by_definition(one, two, method, 40, 5)
         np.testing.assert_allclose(est.samples, expected, rtol=0, atol=1e-12)
     assert len(np.unique(am)) < am.size // 4  # the ties are real
 

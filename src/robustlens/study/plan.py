@@ -411,7 +411,9 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
         else:
             params = sum(p.numel() * p.element_size() for p in model.parameters())
             peak, measured = params + 3 * recorded_bytes + x.numel() * x.element_size() * 4, False
+        t0 = time.perf_counter()
         fit_passes, fit = _fit(config, mc.name, model, data, x, y, dev, early_exit, stochastic, surrogates)
+        seconds += time.perf_counter() - t0  # the run makes the same probe
         model_forward += fit_passes.forward
         model_backward += fit_passes.backward
         del analyses, clean, acts, logits
