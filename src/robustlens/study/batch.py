@@ -102,7 +102,8 @@ _QUICK_FIELDS = ("steps", "restarts", "queries", "rounds", "epochs")
 
 def _quick(attack: Attack) -> Attack:
     """``attack`` with one step, restart, query, round and epoch (and so its inner attack, for a
-    transfer attack): the same memory per step, a fraction of the time."""
+    transfer attack): the same memory per step, a fraction of the time. A shortened substitute
+    is never written to the cache (``cache_dir`` cleared), where no run would reuse it."""
     if not dataclasses.is_dataclass(attack):
         return attack
     changes: dict[str, Any] = {}
@@ -112,6 +113,8 @@ def _quick(attack: Attack) -> Attack:
         value = getattr(attack, f.name)
         if isinstance(value, Attack):
             changes[f.name] = _quick(value)
+        elif f.name == "cache_dir" and value is not None:
+            changes[f.name] = None
         elif (f.name in _QUICK_FIELDS and isinstance(value, int) and not isinstance(value, bool)
               and value > 1):
             changes[f.name] = 1
