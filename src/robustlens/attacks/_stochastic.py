@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-__all__ = ["FixedNoise", "StochasticModelWarning", "is_stochastic", "preserve_global_rng",
+__all__ = ["FixedNoise", "StochasticModelWarning", "effective_eot", "is_stochastic", "preserve_global_rng",
            "warn_if_stochastic"]
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,18 @@ def warn_if_stochastic(model: nn.Module, images: torch.Tensor, attack_name: str)
     log.debug(msg)
     warnings.warn(msg, StochasticModelWarning, stacklevel=4)
     return True
+
+
+def effective_eot(model: nn.Module, images: torch.Tensor, eot_samples: int, *, warn: bool,
+                  attack_name: str) -> int:
+    """The EOT samples an attack needs on ``model``: 1 for a deterministic model (k samples of
+    it are k copies of one gradient), else ``eot_samples``; with one sample on a stochastic
+    model, warn (when ``warn``) that the attack underestimates its vulnerability."""
+    if eot_samples == 1:
+        if warn:
+            warn_if_stochastic(model, images, attack_name)
+        return 1
+    return eot_samples if is_stochastic(model, images) else 1
 
 
 class FixedNoise(nn.Module):

@@ -44,7 +44,7 @@ from robustlens.attacks._loop import (
     expected_logits,
     gradient_attack,
 )
-from robustlens.attacks._stochastic import is_stochastic, warn_if_stochastic
+from robustlens.attacks._stochastic import effective_eot
 from robustlens.attacks._threat import Norm, ascent_direction, project
 from robustlens.attacks.base import Attack, Outcome, check_eps, check_norm, check_positive_int
 from robustlens.errors import ConfigError
@@ -232,11 +232,7 @@ class APGD(Attack):
         if generator is None:
             generator = torch.Generator(device=images.device).manual_seed(self.seed)
         with eval_mode(model):
-            eot = self.eot_samples
-            if eot == 1 and self.warn_stochastic:
-                warn_if_stochastic(model, images, self.name)
-            elif eot > 1 and not is_stochastic(model, images):
-                eot = 1
+            eot = effective_eot(model, images, self.eot_samples, warn=self.warn_stochastic, attack_name=self.name)
             if self.targeted == "top":
                 if targets is not None:
                     raise ConfigError("APGD(targeted='top') picks its own targets; build it "

@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from robustlens.attacks._loop import eval_mode, expected_logits
-from robustlens.attacks._stochastic import is_stochastic, warn_if_stochastic
+from robustlens.attacks._stochastic import effective_eot
 from robustlens.attacks._threat import Norm, perturbation_norm
 from robustlens.attacks.base import Attack, Outcome, check_eps, check_norm, check_positive_int
 from robustlens.errors import ConfigError
@@ -189,11 +189,7 @@ class FAB(Attack):
         if generator is None:
             generator = torch.Generator(device=images.device).manual_seed(self.seed)
         with eval_mode(model):
-            eot = self.eot_samples
-            if eot == 1 and self.warn_stochastic:
-                warn_if_stochastic(model, images, self.name)
-            elif eot > 1 and not is_stochastic(model, images):
-                eot = 1
+            eot = effective_eot(model, images, self.eot_samples, warn=self.warn_stochastic, attack_name=self.name)
             return self._attack(model, images.detach(), labels, eot, generator, early_stop)
 
     def _attack(self, model: nn.Module, x0: torch.Tensor, labels: torch.Tensor, eot: int,

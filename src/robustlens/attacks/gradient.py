@@ -22,7 +22,7 @@ from robustlens.attacks._criteria import (
     choose_targets,
 )
 from robustlens.attacks._loop import eval_mode, expected_logits, gradient_attack
-from robustlens.attacks._stochastic import is_stochastic, warn_if_stochastic
+from robustlens.attacks._stochastic import effective_eot
 from robustlens.attacks._threat import Norm
 from robustlens.attacks.base import Attack, Outcome, check_eps, check_norm, check_positive_int
 from robustlens.errors import ConfigError
@@ -62,11 +62,8 @@ def _run_gradient(attack: FGSM | PGD, model: nn.Module, images: torch.Tensor,
     if generator is None and needs_rng:
         generator = torch.Generator(device=images.device).manual_seed(attack.seed)
     with eval_mode(model):
-        eot_samples = attack.eot_samples
-        if eot_samples == 1 and attack.warn_stochastic:
-            warn_if_stochastic(model, images, attack.name)
-        elif eot_samples > 1 and not is_stochastic(model, images):
-            eot_samples = 1  # k samples of a deterministic model are k copies of one gradient
+        eot_samples = effective_eot(model, images, attack.eot_samples, warn=attack.warn_stochastic,
+                                    attack_name=attack.name)
         criterion = _criterion(attack, model, images, labels, targets, generator)
         result = gradient_attack(
             model, images, criterion, eps=attack.eps, steps=steps, step_size=step_size,
