@@ -294,10 +294,7 @@ def _weighted_bootstrap(va: np.ndarray, vb: np.ndarray, n: int, draws: Iterator[
     if method == "pearson" and len(va):  # shifted by the full sample's means: fewer digits lost
         va, vb = va - va.mean(), vb - vb.mean()
     out = []
-    for draw in draws:
-        c = np.bincount(draw, minlength=n).astype(np.float64)
-        w = c[i] * c[j]
-        total = float(w.sum())
+    for _c, w, total in _draw_weights(draws, i, j, n):
         if total < 2:
             out.append(math.nan)
             continue
@@ -309,6 +306,16 @@ def _weighted_bootstrap(va: np.ndarray, vb: np.ndarray, n: int, draws: Iterator[
         denom = math.sqrt(float(wx @ x) * float((w * y) @ y))
         out.append(float(np.clip((wx @ y) / denom, -1.0, 1.0)) if denom > 0 else math.nan)
     return np.asarray(out, dtype=np.float64)
+
+
+def _draw_weights(draws: Iterator[np.ndarray], i: np.ndarray, j: np.ndarray, n: int
+                  ) -> Iterator[tuple[np.ndarray, np.ndarray, float]]:
+    """Per resample of the classes: how often each class was drawn (``c``), the weight of each
+    RDM entry (i, j) (``c[i] * c[j]``, the times the pair appears) and the weights' total."""
+    for draw in draws:
+        c = np.bincount(draw, minlength=n).astype(np.float64)
+        w = c[i] * c[j]
+        yield c, w, float(w.sum())
 
 
 def _weighted_spearman(va: np.ndarray, vb: np.ndarray, i: np.ndarray, j: np.ndarray, n: int,
@@ -332,10 +339,7 @@ def _weighted_spearman(va: np.ndarray, vb: np.ndarray, i: np.ndarray, j: np.ndar
     ties_b = n_b < len(vb)
     every_pair = len(va) == n * (n - 1) // 2  # nothing undefined was left out
     out = []
-    for draw in draws:
-        c = np.bincount(draw, minlength=n).astype(np.float64)
-        w = c[i] * c[j]
-        total = float(w.sum())
+    for c, w, total in _draw_weights(draws, i, j, n):
         if total < 2:
             out.append(math.nan)
             continue
