@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -45,3 +47,31 @@ def trained_digits_cnn(digits_model: torch.nn.Module) -> torch.nn.Module:
 @pytest.fixture(scope="session")
 def digits_test() -> ImageDataset:
     return load_digits("test")
+
+
+class Quantize(torch.nn.Module):
+    """Rounds pixels to 0, 0.5 or 1: the input gradient is zero everywhere (masked)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * 2) / 2
+
+
+@pytest.fixture(scope="session")
+def digits_linear() -> Callable[[bool], torch.nn.Module]:
+    """Make a linear classifier of 500 digits (fitted by scikit-learn), behind an input quantizer
+    whose gradient is zero (a gradient-masked model) when called with ``masked=True``."""
+
+    def make(masked: bool) -> torch.nn.Module:
+        from sklearn.linear_model import LogisticRegression
+
+        data = load_digits("train").subset(torch.arange(500))
+        layers = [Quantize()] if masked else []
+        model = torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        with torch.no_grad():
+            x = model[:-1](data.images).numpy()
+            fit = LogisticRegression(C=10.0, max_iter=500).fit(x, data.labels.numpy())
+            model[-1].weight.copy_(torch.as_tensor(fit.coef_, dtype=torch.float32))
+            model[-1].bias.copy_(torch.as_tensor(fit.intercept_, dtype=torch.float32))
+        return model.eval()
+
+    return make

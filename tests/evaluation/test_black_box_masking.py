@@ -1,5 +1,7 @@
 """The black-box check on a deliberately gradient-masked model, and on an ordinary one."""
 
+from collections.abc import Callable
+
 import pytest
 import torch
 from torch import nn
@@ -9,30 +11,10 @@ from robustlens.data import load_digits
 from robustlens.evaluation import attack_components, black_box_check, cascade_stages, evaluate_robustness
 
 
-class Quantize(nn.Module):
-    """Rounds pixels to 0, 0.5 or 1: the input gradient is zero everywhere (masked)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.round(x * 2) / 2
-
-
-def _linear(masked: bool) -> nn.Module:
-    """A linear classifier of the digits (fitted by scikit-learn), behind the quantizer if masked."""
-    from sklearn.linear_model import LogisticRegression
-
-    data = load_digits("train").subset(torch.arange(500))
-    model = nn.Sequential(*([Quantize()] if masked else []), nn.Flatten(), nn.Linear(64, 10))
-    with torch.no_grad():
-        x = model[:-1](data.images).numpy()
-        fit = LogisticRegression(C=10.0, max_iter=500).fit(x, data.labels.numpy())
-        model[-1].weight.copy_(torch.as_tensor(fit.coef_, dtype=torch.float32))
-        model[-1].bias.copy_(torch.as_tensor(fit.intercept_, dtype=torch.float32))
-    return model.eval()
-
-
 @pytest.mark.parametrize("masked", [True, False])
-def test_square_breaks_what_apgd_misses_only_on_the_masked_model(masked: bool) -> None:
-    model = _linear(masked)
+def test_square_breaks_what_apgd_misses_only_on_the_masked_model(
+        masked: bool, digits_linear: Callable[[bool], nn.Module]) -> None:
+    model = digits_linear(masked)
     data = load_digits("test").subset(torch.arange(100))
     eps = 0.3 if masked else 0.05
     aa = AutoAttack(eps, version="custom", attacks=[APGD(eps, steps=50), Square(eps, queries=300)])

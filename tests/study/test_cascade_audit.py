@@ -4,6 +4,7 @@ its black-box check at every eps, and corruptions without an eps."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,28 +112,10 @@ def test_bad_audit_settings_are_config_errors(table: dict[str, Any]) -> None:
         parse_options(AuditOptions, table, "[analyses.audit]")
 
 
-class Quantize(nn.Module):
-    """Rounds pixels to 0, 0.5 or 1: the input gradient is zero everywhere (masked)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.round(x * 2) / 2
-
-
-def _linear(masked: bool) -> nn.Module:
-    from sklearn.linear_model import LogisticRegression
-
-    data = load_digits("train").subset(torch.arange(500))
-    model = nn.Sequential(*([Quantize()] if masked else []), nn.Flatten(), nn.Linear(64, 10))
-    with torch.no_grad():
-        fit = LogisticRegression(C=10.0, max_iter=500).fit(model[:-1](data.images).numpy(), data.labels.numpy())
-        model[-1].weight.copy_(torch.as_tensor(fit.coef_, dtype=torch.float32))
-        model[-1].bias.copy_(torch.as_tensor(fit.intercept_, dtype=torch.float32))
-    return model.eval()
-
-
 @pytest.mark.parametrize("masked", [True, False])
-def test_the_audit_flags_the_black_box_at_each_eps_only_on_the_masked_model(masked: bool) -> None:
-    model = _linear(masked)
+def test_the_audit_flags_the_black_box_at_each_eps_only_on_the_masked_model(
+        masked: bool, digits_linear: Callable[[bool], nn.Module]) -> None:
+    model = digits_linear(masked)
     data = load_digits("test").subset(torch.arange(100))
     eps = 0.3 if masked else 0.05
     def make() -> Any:
