@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomli_w
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,49 +117,6 @@ def write_imagenet(root: Path) -> tuple[int, float]:
 
 
 # ---- configs ----------------------------------------------------------------------------------
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return "inf" if value == math.inf else "-inf" if value == -math.inf else "nan" \
-            if math.isnan(value) else repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def to_toml(config: dict[str, Any]) -> str:
-    """A study config (tables, arrays of tables, scalars and lists) as TOML text."""
-    lines: list[str] = []
-
-    def table(prefix: str, body: dict[str, Any], header: str) -> None:
-        scalars = {k: v for k, v in body.items() if not isinstance(v, dict)
-                   and not (isinstance(v, list) and v and isinstance(v[0], dict))}
-        lines.append(header)
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
-        lines.append("")
-        for k, v in body.items():
-            if isinstance(v, dict):
-                table(f"{prefix}{k}.", v, f"[{prefix}{k}]")
-            elif isinstance(v, list) and v and isinstance(v[0], dict):
-                for item in v:
-                    table(f"{prefix}{k}.", item, f"[[{prefix}{k}]]")
-
-    for key, value in config.items():
-        if isinstance(value, dict):
-            table(f"{key}.", value, f"[{key}]")
-        elif isinstance(value, list) and value and isinstance(value[0], dict):
-            for item in value:
-                table(f"{key}.", item, f"[[{key}]]")
-        else:
-            lines.insert(0, f"{key} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"
-
 
 def rehearsal_config(name: str, raw: dict[str, Any], root: Path, quick: bool) -> dict[str, Any]:
     """The example with paths swapped, random weights and reduced counts (see REDUCE)."""
@@ -284,7 +242,7 @@ def plan_one(name: str, config_path: Path, work: Path, env: dict[str, str]) -> d
 def run_one(name: str, cfg: dict[str, Any], work: Path, max_rss: int, timeout: float,
             plan: bool = True) -> dict[str, Any]:
     config_path = work / f"{name}.toml"
-    config_path.write_text(to_toml(cfg))
+    config_path.write_text(tomli_w.dumps(cfg))
     run_dir = work / f"run_{name}"
     shutil.rmtree(run_dir, ignore_errors=True)
     log = work / f"{name}.log"
