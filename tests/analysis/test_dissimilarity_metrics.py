@@ -32,6 +32,17 @@ def test_rank_rows_matches_scipy_with_ties():
     np.testing.assert_array_equal(rank_rows(x)[0].numpy(), rankdata(x[0].numpy()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int64])
+@pytest.mark.parametrize("shape", [(1,), (4, 1), (3, 2, 50), (6, 257)])
+def test_rank_rows_matches_scipy_on_random_ties(dtype, shape):
+    g = torch.Generator().manual_seed(sum(shape))
+    x = torch.randint(-3, 4, shape, generator=g).to(dtype)  # few values: long runs of ties
+    x = torch.where(torch.rand(shape, generator=g) < 0.3, torch.rand(shape, generator=g).to(dtype), x)
+    got = rank_rows(x)
+    assert got.dtype == torch.float64 and got.shape == x.shape
+    np.testing.assert_array_equal(got.numpy(), rankdata(x.double().numpy(), axis=-1))
+
+
 @pytest.mark.parametrize("metric", ["pearson", "spearman", "cosine"])
 def test_per_image_against_scipy(metric):
     a, b = relu_pair(0, (5, 3, 4, 4))

@@ -49,12 +49,34 @@ _ZERO = 1e-12  # |1 - r| at or below this counts as exactly 0 (float64 rounding 
 
 
 def rank_rows(x: torch.Tensor) -> torch.Tensor:
-    """Ranks (1-based, float64) along the last dimension; ties get their average rank."""
-    x = x.double().contiguous()
-    ordered = x.sort(dim=-1).values
-    below = torch.searchsorted(ordered, x, right=False)
-    upto = torch.searchsorted(ordered, x, right=True)
-    return (below + upto + 1).double() / 2.0
+    """Ranks (1-based, float64) along the last dimension; ties get their average rank.
+
+    One sort per row (in the input's own dtype, whose order equals float64's; on a CPU by
+    NumPy's argsort), then linear passes: each run of equal sorted values gets the mean of its first and last position.
+    """
+    x = x.detach().contiguous()
+    if not x.is_floating_point():
+        x = x.double()
+    n = x.shape[-1]
+    if n == 0:
+        return torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+    if x.device.type == "cpu":  # NumPy's vectorised argsort is several times torch's on a CPU
+        order = torch.from_numpy(np.argsort(x.numpy(), axis=-1))
+        ordered = x.gather(-1, order)
+    else:
+        ordered, order = x.sort(dim=-1)
+    pos = torch.arange(n, device=x.device).expand_as(ordered)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+    del ordered
+    first = torch.where(starts, pos, 0).cummax(dim=-1).values
+    ends = torch.ones_like(starts)
+    ends[..., :-1] = starts[..., 1:]
+    del starts
+    last = torch.where(ends, pos, n).flip(-1).cummin(dim=-1).values.flip(-1)
+    del ends
+    mean_rank = (first + last).double().add_(2.0).mul_(0.5)  # 1-based: ((first+1) + (last+1)) / 2
+    return torch.empty_like(mean_rank).scatter_(-1, order, mean_rank)
 
 
 def _check_pair(clean: torch.Tensor, adversarial: torch.Tensor) -> None:
@@ -70,9 +92,9 @@ def _check_metric(metric: str) -> None:
 
 def _one_minus_r(a: torch.Tensor, b: torch.Tensor, metric: str) -> torch.Tensor:
     """``1 - r`` between matching rows of two (R, n) tensors; NaN where r is undefined."""
-    a, b = a.detach().double(), b.detach().double()
-    if metric == "spearman":
+    if metric == "spearman":  # ranked in the activations' own dtype (same order as float64)
         a, b = rank_rows(a), rank_rows(b)
+    a, b = a.detach().double(), b.detach().double()
     if metric != "cosine":
         a = a - a.mean(dim=-1, keepdim=True)
         b = b - b.mean(dim=-1, keepdim=True)
