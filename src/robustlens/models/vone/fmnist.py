@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from robustlens.models._registry import ModelInfo, register_model
+from robustlens.models.small_cnn import MaxPool2d
 from robustlens.models.vone._block import NoiseMode, VOneBlock
 from robustlens.models.vone._vonenet import PAPER, VONE_MEAN, VONE_STD, VOneNet
 
@@ -59,7 +60,7 @@ class FashionMNISTBackEnd(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d(2),
+            MaxPool2d(2),
         )
         self.flatten = nn.Flatten()
         self.classifier = nn.Sequential(
