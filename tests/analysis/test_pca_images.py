@@ -70,3 +70,33 @@ def test_errors(maps):
         ActivationPCA().fit(torch.zeros(2, 5))
     with pytest.raises(RobustlensError, match="channels"):
         ActivationPCA().fit(clean).transform(clean[:, :4])
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 3, 3), (1, 40, 2, 2), (3, 16, 2, 1)])
+def test_fewer_positions_than_channels_matches_sklearn(shape):
+    """A deep layer's case (few positions, many channels): the Gram-matrix route."""
+    g = torch.Generator().manual_seed(shape[1])
+    a = torch.relu(torch.randn(shape, generator=g, dtype=torch.float64))
+    pca = ActivationPCA(3, quantile=0.0).fit(a)
+    rows = a.permute(0, 2, 3, 1).reshape(-1, shape[1]).numpy()
+    assert rows.shape[0] < rows.shape[1]
+    ref = PCA(3, svd_solver="full").fit(rows)
+    np.testing.assert_allclose(pca.explained_variance_.numpy(), ref.explained_variance_, rtol=1e-9)
+    np.testing.assert_allclose(pca.explained_variance_ratio_.numpy(), ref.explained_variance_ratio_,
+                               rtol=1e-9)
+    signs = np.sign((pca.components_.numpy() * ref.components_).sum(1))
+    np.testing.assert_allclose(pca.components_.numpy(), ref.components_ * signs[:, None], atol=1e-9)
+    comps = pca.components_.numpy()
+    assert (comps[np.arange(3), np.abs(comps).argmax(1)] > 0).all()  # the deterministic sign
+
+
+def test_rank_deficient_positions_still_give_unit_components():
+    """3 positions of 10 channels span 2 directions: the third component has zero variance."""
+    a = torch.zeros(1, 10, 3, 1, dtype=torch.float64)
+    a[0, 0, :, 0] = torch.tensor([1.0, 2.0, 4.0])
+    a[0, 3, :, 0] = torch.tensor([0.0, 1.0, 0.0])
+    pca = ActivationPCA(3, quantile=0.0).fit(a)
+    np.testing.assert_allclose(pca.components_.norm(dim=1).numpy(), np.ones(3), atol=1e-12)
+    assert float(pca.explained_variance_[2]) == pytest.approx(0.0, abs=1e-12)
+    ref = PCA(2, svd_solver="full").fit(a.permute(0, 2, 3, 1).reshape(-1, 10).numpy())
+    np.testing.assert_allclose(pca.explained_variance_[:2].numpy(), ref.explained_variance_, rtol=1e-9)

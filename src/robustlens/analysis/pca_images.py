@@ -36,6 +36,28 @@ def _positions(a: torch.Tensor) -> torch.Tensor:
     return a.double().movedim(1, -1).reshape(-1, a.shape[1])
 
 
+def _top_components(xc: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest variances of centred (n, C) rows and their (k, C) unit directions.
+
+    With fewer rows than channels (a deep layer's few positions: ResNet50's layer4 has 49 per
+    image for 2048 channels) the (n, n) Gram matrix has the same non-zero eigenvalues, and
+    its eigenvectors map onto the covariance's (``xc.T @ u``, normalised); otherwise the
+    (C, C) covariance is decomposed. A direction of zero variance has no image under that
+    map, so the covariance is used whenever one of the ``k`` would have zero variance.
+    """
+    n, c = xc.shape
+    if n < c:
+        values, vectors = torch.linalg.eigh(xc @ xc.T / (n - 1))
+        order = torch.argsort(values, descending=True)[:k]
+        top = values[order]
+        if bool((top > values.abs().max() * n * torch.finfo(values.dtype).eps).all()):
+            comps = (xc.T @ vectors[:, order]).T
+            return top, (comps / comps.norm(dim=1, keepdim=True)).contiguous()
+    values, vectors = torch.linalg.eigh(xc.T @ xc / (n - 1))
+    order = torch.argsort(values, descending=True)[:k]
+    return values[order], vectors[:, order].T.contiguous()
+
+
 class ActivationPCA:
     """PCA over the channels of convolutional activations (scikit-learn conventions).
 
@@ -72,15 +94,12 @@ class ActivationPCA:
             raise RobustlensError("fitting a PCA needs at least 2 positions.")
         self.mean_ = x.mean(0)
         xc = x - self.mean_
-        cov = xc.T @ xc / (x.shape[0] - 1)
-        values, vectors = torch.linalg.eigh(cov)
-        order = torch.argsort(values, descending=True)[: self.n_components]
-        comps = vectors[:, order].T.contiguous()
+        values, comps = _top_components(xc, self.n_components)
         pivot = comps.abs().argmax(dim=1)
         signs = torch.sign(comps[torch.arange(len(comps)), pivot])
         self.components_ = comps * torch.where(signs == 0, torch.ones_like(signs), signs)[:, None]
-        self.explained_variance_ = values[order].clamp_min(0.0)
-        total = float(values.clamp_min(0.0).sum())
+        self.explained_variance_ = values.clamp_min(0.0)
+        total = float((xc * xc).sum()) / (x.shape[0] - 1)  # the trace of the covariance
         self.explained_variance_ratio_ = (self.explained_variance_ / total if total > 0
                                           else torch.zeros_like(self.explained_variance_))
         proj = xc @ self.components_.T
