@@ -372,6 +372,10 @@ def main() -> None:
             print(f"{r['config']:<9}{r.get('pred_s', math.nan):>8.0f}{r['wall_s']:>8.0f}{t:>7.2f}"
                   f"{r.get('pred_gib', math.nan):>9.2f}{r['peak_gib']:>9.2f}{m:>7.2f}{r.get('plan_s', math.nan):>8.0f}"
                   f"{'yes' if ok else 'NO':>12}")
+    runs_s = sum(r["wall_s"] for r in rows)
+    plans_s = sum(r.get("plan_s", 0.0) for r in rows)
+    print(f"the runs: {runs_s:.0f} s ({runs_s / 60:.1f} min; target {'10' if args.quick else '60'} min: "
+          f"{'met' if runs_s <= (600 if args.quick else 3600) else 'NOT met'}); the plans: {plans_s:.0f} s")
     print(f"total {time.perf_counter() - total:.0f} s (load average now {_load()}); "
           f"completed {len(rows) - len(failed)}/{len(rows)}; peak <= 8 GiB: "
           f"{'all' if not over else 'NOT ' + ', '.join(over)}")
