@@ -78,7 +78,7 @@ REDUCE: dict[str, dict[str, tuple[Any, Any]]] = {
     "s2": {"images": (50, 4), "steps": (None, None), "eps": (None, 3), "render": (8, 2)},
     "s3": {"classes": (100, 10), "steps": (2, 1), "eps": (None, 1)},
     "s4": {"images": (25, 4), "steps": (2, 1), "eps": (None, 1), "render": (8, 2),
-           "saliency_samples": (4, 2), "saliency_images": (4, 1)},
+           "saliency_samples": (4, 2), "saliency_images": (4, 1), "ig_steps": (16, 4)},
     "vonenet": {"images": (25, 4), "steps": (2, 1), "eps": (None, None), "audit_images": (10, 2),
                 "audit_steps": (2, 1)},
 }
@@ -150,7 +150,8 @@ def rehearsal_config(name: str, raw: dict[str, Any], root: Path, quick: bool) ->
                 analyses[key]["steps"] = red["render"]
     if "saliency_samples" in red and "saliency" in analyses:
         analyses["saliency"]["n_samples"] = red["saliency_samples"]
-        analyses["saliency"]["n_images"] = red["saliency_images"]  # integrated gradients: 64 passes each
+        analyses["saliency"]["n_images"] = red["saliency_images"]
+        analyses["saliency"]["ig_steps"] = red["ig_steps"]  # one pass per point and image
     if "audit" in analyses:
         analyses["audit"]["n_images"] = red["audit_images"]
         analyses["audit"]["steps"] = red["audit_steps"]

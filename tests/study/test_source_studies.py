@@ -154,3 +154,30 @@ def test_saliency_analysis_takes_the_log_softmax_output() -> None:
     assert a.shape == b.shape and not (a == b).all()
     with pytest.raises(ConfigError, match="output"):
         parse_options(cls.Options, {"output": "softmax"}, "[analyses.saliency]")
+
+
+def test_saliency_analysis_ig_steps_sets_the_path_points() -> None:
+    """``ig_steps`` is the number of images integrated gradients passes through the model."""
+    from robustlens import create_model
+    from robustlens.study.analyses import ANALYSES, CleanBatch, parse_options
+
+    cls = ANALYSES["saliency"]
+    test = load_digits("test")
+    x, y = test.images[:1], test.labels[:1]
+    torch.manual_seed(0)
+    model = create_model("digits_cnn").eval()
+    seen = []
+    model.register_forward_hook(lambda _m, inputs, _out: seen.append(len(inputs[0])))
+    counts = {}
+    for steps in (1, 3, 40):  # the first call also checks the model's input once: a warm-up
+        options = parse_options(cls.Options, {"methods": ["integrated_gradients"], "n_images": 1,
+                                              "ig_steps": steps}, "[analyses.saliency]")
+        analysis = cls("m", model, test.class_names, options)
+        with torch.no_grad():
+            analysis.update_clean(CleanBatch(x, y, model(x), {}, 0, 0))
+        seen.clear()
+        analysis.tables()
+        counts[steps] = sum(seen)
+    assert counts[40] - counts[3] == 37
+    with pytest.raises(ConfigError, match="ig_steps"):
+        parse_options(cls.Options, {"ig_steps": 0}, "[analyses.saliency]")

@@ -6,6 +6,7 @@
     n_images = 4
     sigma = 0.15                 # SmoothGrad noise, fraction of the pixel range
     n_samples = 16
+    ig_steps = 64                # integrated gradients' points on the path from black
 
 Images and maps are stored as tidy pixel rows
 (:func:`robustlens.visualization.tables.pixel_rows`).
@@ -52,6 +53,8 @@ class SaliencyOptions(AnalysisOptions):
         n_images: how many of the study's first images are explained.
         sigma: SmoothGrad's noise, a fraction of the pixel range (>= 0).
         n_samples: SmoothGrad's noisy copies.
+        ig_steps: integrated gradients' points on the straight path from a black image (one
+            forward and backward pass each; 64 by default).
         output: the score differentiated: ``"logit"`` or ``"log_softmax"`` (log p(y | x), the
             CSC413 lecture's).
     """
@@ -61,6 +64,7 @@ class SaliencyOptions(AnalysisOptions):
     n_images: int = option(4, count(1))
     sigma: float = option(0.15, number(0, hint=" (a fraction of the pixel range)"))
     n_samples: int = option(16, count(1))
+    ig_steps: int = option(64, count(1))
     output: Output = option("logit", choice("logit", "log_softmax"))
 
 
@@ -128,6 +132,7 @@ class SaliencyAnalysis(StudyAnalysis):
             for name in self._methods:
                 device = next((p.device for p in self.model.parameters()), torch.device("cpu"))
                 maps = saliency_heatmap(saliency_method(name, self.model, self._sigma, self._n_samples,
+                                                        ig_steps=self.options.ig_steps,
                                                         output=self.options.output)
                                         .attribute(x.clamp(0, 1).to(device), target=labels.to(device))).cpu()
                 for i in range(len(x)):
