@@ -156,6 +156,7 @@ class _Run:
         self.model_rows: list[dict[str, Any]] = []
         self.finished_names: list[str] = []  # models an earlier run of this study finished
         self.analysis_tables: dict[str, dict[str, list[pd.DataFrame]]] = {}
+        self.released: dict[str, list[str]] | None = None  # see release_tables
         self.manifest: dict[str, Any] = {
             "study": config.name, "started": datetime.now(UTC).isoformat(timespec="seconds"),
             "status": "running", "device": str(device), "seeds": {"study": config.seed,
@@ -180,7 +181,8 @@ class _Run:
     def write_manifest(self) -> None:
         import json
 
-        self.manifest["tables"] = {key: list(tables) for key, tables in self.analysis_tables.items()}
+        self.manifest["tables"] = (self.released if self.released is not None else
+                                   {key: list(tables) for key, tables in self.analysis_tables.items()})
         atomic_write_text(self.run_dir / "manifest.json", json.dumps(self.manifest, indent=2, default=str))
 
     def restore(self, name: str, done: FinishedModel) -> None:
@@ -193,6 +195,8 @@ class _Run:
                 self.analysis_tables.setdefault(analysis, {}).setdefault(tname, []).append(df)
 
     def tables(self) -> dict[str, pd.DataFrame]:
+        if self.released is not None:  # results/ holds them all
+            return {f.stem: pd.read_parquet(f) for f in sorted(self.results.glob("*.parquet"))}
         out = {"accuracy": pd.DataFrame(self.accuracy), "models": pd.DataFrame(self.model_rows)}
         for per_analysis in self.analysis_tables.values():
             for name, frames in per_analysis.items():
@@ -201,9 +205,22 @@ class _Run:
         return {name: _with_severity(df, corruptions) for name, df in out.items()} if corruptions else out
 
     def save_tables(self) -> None:
+        if self.released is not None:
+            return
         for name, df in self.tables().items():
             if not df.empty:
                 _write_parquet(df, self.results / f"{name}.parquet")
+
+    def release_tables(self) -> None:
+        """Write every table to ``results/`` and drop the in-memory copies: the report reads them
+        from there, and a study's pixel tables (renders, saliency maps) can take gigabytes that
+        would otherwise be held twice while the report draws. :meth:`tables` reads them back."""
+        self.save_tables()
+        self.released = {key: list(tables) for key, tables in self.analysis_tables.items()}
+        self.analysis_tables = {}
+        import gc
+
+        gc.collect()
 
 
 def _with_severity(df: pd.DataFrame, corruptions: set[str]) -> pd.DataFrame:
@@ -567,6 +584,7 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
         if world.is_main:
             from robustlens.report import build_report
 
+            run.release_tables()
             t0 = time.perf_counter()
             build_report(run.run_dir)
             run.manifest["timings"]["report_s"] = time.perf_counter() - t0
