@@ -133,51 +133,49 @@ def test_corruption_attack_config_errors() -> None:
         parse_config({**base, "attacks": [{"type": "substitute", "eps": [0.1], "via": "cw"}]})
 
 
-def test_saliency_analysis_takes_the_log_softmax_output() -> None:
-    from robustlens import create_model
+def _saliency_analysis(model: torch.nn.Module, n_images: int, **options: Any) -> Any:
+    """A saliency analysis with ``options`` that has seen the first digits test images."""
     from robustlens.study.analyses import ANALYSES, CleanBatch, parse_options
 
     cls = ANALYSES["saliency"]
     test = load_digits("test")
-    x, y = test.images[:3], test.labels[:3]
+    x, y = test.images[:n_images], test.labels[:n_images]
+    analysis = cls("m", model, test.class_names,
+                   parse_options(cls.Options, {"n_images": n_images, **options}, "[analyses.saliency]"))
+    with torch.no_grad():
+        analysis.update_clean(CleanBatch(x, y, model(x), {}, 0, 0))
+    return analysis
+
+
+def test_saliency_analysis_takes_the_log_softmax_output() -> None:
+    from robustlens import create_model
+    from robustlens.study.analyses import ANALYSES, parse_options
+
     torch.manual_seed(0)
     model = create_model("digits_cnn").eval()
-    maps = {}
-    for output in ("logit", "log_softmax"):
-        options = parse_options(cls.Options, {"methods": ["gradient"], "n_images": 3, "output": output},
-                                "[analyses.saliency]")
-        analysis = cls("m", model, test.class_names, options)
-        with torch.no_grad():
-            analysis.update_clean(CleanBatch(x, y, model(x), {}, 0, 0))
-        maps[output] = analysis.tables()["saliency"]
+    maps = {output: _saliency_analysis(model, 3, methods=["gradient"], output=output).tables()["saliency"]
+            for output in ("logit", "log_softmax")}
     a, b = (m[m["method"] == "gradient"]["value"].to_numpy() for m in maps.values())
     assert a.shape == b.shape and not (a == b).all()
     with pytest.raises(ConfigError, match="output"):
-        parse_options(cls.Options, {"output": "softmax"}, "[analyses.saliency]")
+        parse_options(ANALYSES["saliency"].Options, {"output": "softmax"}, "[analyses.saliency]")
 
 
 def test_saliency_analysis_ig_steps_sets_the_path_points() -> None:
     """``ig_steps`` is the number of images integrated gradients passes through the model."""
     from robustlens import create_model
-    from robustlens.study.analyses import ANALYSES, CleanBatch, parse_options
+    from robustlens.study.analyses import ANALYSES, parse_options
 
-    cls = ANALYSES["saliency"]
-    test = load_digits("test")
-    x, y = test.images[:1], test.labels[:1]
     torch.manual_seed(0)
     model = create_model("digits_cnn").eval()
-    seen = []
+    seen: list[int] = []
     model.register_forward_hook(lambda _m, inputs, _out: seen.append(len(inputs[0])))
     counts = {}
     for steps in (1, 3, 40):  # the first call also checks the model's input once: a warm-up
-        options = parse_options(cls.Options, {"methods": ["integrated_gradients"], "n_images": 1,
-                                              "ig_steps": steps}, "[analyses.saliency]")
-        analysis = cls("m", model, test.class_names, options)
-        with torch.no_grad():
-            analysis.update_clean(CleanBatch(x, y, model(x), {}, 0, 0))
+        analysis = _saliency_analysis(model, 1, methods=["integrated_gradients"], ig_steps=steps)
         seen.clear()
         analysis.tables()
         counts[steps] = sum(seen)
     assert counts[40] - counts[3] == 37
     with pytest.raises(ConfigError, match="ig_steps"):
-        parse_options(cls.Options, {"ig_steps": 0}, "[analyses.saliency]")
+        parse_options(ANALYSES["saliency"].Options, {"ig_steps": 0}, "[analyses.saliency]")
