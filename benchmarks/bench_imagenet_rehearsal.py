@@ -80,7 +80,7 @@ REDUCE: dict[str, dict[str, tuple[Any, Any]]] = {
     "s4": {"images": (25, 4), "steps": (2, 1), "eps": (None, 1), "render": (8, 2),
            "saliency_samples": (4, 2), "saliency_images": (4, 1), "ig_steps": (16, 4)},
     "vonenet": {"images": (25, 4), "steps": (2, 1), "eps": (None, None), "audit_images": (10, 2),
-                "audit_steps": (2, 1)},
+                "audit_steps": (2, 1), "audit_queries": (100, 20)},
 }
 
 
@@ -155,6 +155,7 @@ def rehearsal_config(name: str, raw: dict[str, Any], root: Path, quick: bool) ->
     if "audit" in analyses:
         analyses["audit"]["n_images"] = red["audit_images"]
         analyses["audit"]["steps"] = red["audit_steps"]
+        analyses["audit"]["queries"] = red["audit_queries"]  # Square's budget in its black-box check
     if "manifolds" in analyses:
         analyses["manifolds"]["n_bootstrap"] = 100
     return cfg
