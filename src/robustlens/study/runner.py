@@ -218,8 +218,6 @@ class _Run:
         self.save_tables()
         self.released = {key: list(tables) for key, tables in self.analysis_tables.items()}
         self.analysis_tables = {}
-        import gc
-
         gc.collect()
 
 
