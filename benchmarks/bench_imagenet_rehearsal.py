@@ -12,22 +12,28 @@ process, with only these changes:
   same architecture (``random = true``);
 - fewer images (``ds_factor`` raised; S3 keeps every class of its selection with 2 images
   each) and fewer attack steps, render steps, audit images (see ``REDUCE``); eps lists,
-  noise samples (EOT), batch sizes, layers and analyses are kept.
+  noise samples (EOT; except the audit's own in quick mode, below), batch sizes, layers and
+  analyses are kept.
 
 Before each study, its cost plan (``robustlens study CONFIG --plan``'s :func:`plan_study`, in its
 own process) is made and the predicted time and peak memory are printed beside the measured
 ones, with their ratios (predicted / measured; the target is within 1.5x either way), and the
 plan's own time. Printed per config: images, attack passes (estimated: images x models x eps x steps x noise
 samples, DeepFool steps counting its candidate gradients), wall time, time per image, the
-child's peak resident memory (``wait4``'s ``ru_maxrss``), the run directory's size and the
+child's peak resident memory (the largest of the run's own record across its probes' resets,
+``manifest.json``'s ``peak_memory_bytes``, of ``wait4``'s ``ru_maxrss`` and of the resident
+memory sampled every 0.5 s), the run directory's size and the
 largest size its resume points (``checkpoints/``) reached, and whether ``report.html`` was
 written. A child whose resident memory passes ``--max-rss-gib`` is stopped (so a rehearsal
 never takes the machine down) and reported as such.
 
 ``--quick`` (within 10 minutes on 2 idle cores): 2-4 images per config, 1 attack step, the
-first eps only, one saliency image, S3 with 10 classes (its peak memory is at smaller batches);
+first eps only, one saliency image, S3 with 10 classes (its peak memory is at smaller batches),
+the VOneNet example's gradient-masking audit on 2 images with 2 noise samples instead of 10
+(its checks rerun the attack a dozen times, the unbounded one with at least 20 steps);
 full (within 60 minutes on 2 idle cores): one whole batch of each config's size (10 to 50
-images), S3's 100 classes x 2 images.
+images), S3's 100 classes x 2 images, the audit on 4 images with the config's 10 noise
+samples.
 
 The load average (1, 5, 15 min) is printed at the start, after each config and at the end:
 on a shared machine every time is inflated by it (the plan's too, so the ratios less so).
@@ -79,8 +85,8 @@ REDUCE: dict[str, dict[str, tuple[Any, Any]]] = {
     "s3": {"classes": (100, 10), "steps": (2, 1), "eps": (None, 1)},
     "s4": {"images": (25, 4), "steps": (2, 1), "eps": (None, 1), "render": (8, 2),
            "saliency_samples": (4, 2), "saliency_images": (4, 1), "ig_steps": (16, 4)},
-    "vonenet": {"images": (25, 4), "steps": (2, 1), "eps": (None, None), "audit_images": (10, 2),
-                "audit_steps": (2, 1), "audit_queries": (100, 20)},
+    "vonenet": {"images": (25, 4), "steps": (2, 1), "eps": (None, None), "audit_images": (4, 2),
+                "audit_steps": (1, 1), "audit_queries": (50, 20), "audit_eot": (None, 2)},
 }
 
 
@@ -156,6 +162,8 @@ def rehearsal_config(name: str, raw: dict[str, Any], root: Path, quick: bool) ->
         analyses["audit"]["n_images"] = red["audit_images"]
         analyses["audit"]["steps"] = red["audit_steps"]
         analyses["audit"]["queries"] = red["audit_queries"]  # Square's budget in its black-box check
+        if red.get("audit_eot") is not None:  # quick mode: the audit's own noise samples
+            analyses["audit"]["eot_samples"] = red["audit_eot"]
     if "manifolds" in analyses:
         analyses["manifolds"]["n_bootstrap"] = 100
     return cfg
@@ -203,11 +211,17 @@ _PLAN = """
 import json, sys, tomllib
 from pathlib import Path
 from robustlens.study import parse_config
+import torch
+from robustlens.study.memory import process_peak
 from robustlens.study.plan import plan_study
 path = Path(sys.argv[1])
 plan = plan_study(parse_config(tomllib.loads(path.read_text()), base_dir=path.parent), device="cpu")
 print(plan.text())
-Path(sys.argv[2]).write_text(plan.models.to_json(orient="records"))
+Path(sys.argv[2]).write_text(json.dumps({
+    "models": json.loads(plan.models.to_json(orient="records")), "seconds": plan.seconds,
+    "peak_memory_bytes": plan.peak_memory_bytes, "report_seconds": plan.report_seconds,
+    "report_peak_memory_bytes": plan.report_peak_memory_bytes,
+    "own_peak_bytes": process_peak(torch.device("cpu"))}))
 """
 
 
@@ -232,10 +246,13 @@ def plan_one(name: str, config_path: Path, work: Path, env: dict[str, str]) -> d
     if os.waitstatus_to_exitcode(status) == 0 and out.exists():
         import json
 
-        models = json.loads(out.read_text())
-        row["pred_s"] = sum(m["seconds"] for m in models)
-        row["pred_gib"] = max(m["peak_memory_bytes"] for m in models) / 2**30
-        row["pred_models"] = models
+        plan = json.loads(out.read_text())
+        row["pred_s"] = plan["seconds"]
+        row["pred_gib"] = plan["peak_memory_bytes"] / 2**30
+        row["pred_models"] = plan["models"]
+        row["pred_report_s"] = plan["report_seconds"]
+        row["pred_report_gib"] = plan["report_peak_memory_bytes"] / 2**30
+        row["plan_peak_gib"] = plan["own_peak_bytes"] / 2**30
     else:
         row["plan_error"] = " | ".join(log.read_text().strip().splitlines()[-2:])[-300:]
     return row
@@ -255,12 +272,14 @@ def run_one(name: str, cfg: dict[str, Any], work: Path, max_rss: int, timeout: f
         child = subprocess.Popen([sys.executable, "-m", "robustlens", "study", str(config_path),
                                   "--out", str(run_dir), "--quiet", "--device", "cpu"],
                                  stdout=out, stderr=subprocess.STDOUT, env=env)
-    state: dict[str, Any] = {"ckpt": 0, "killed": ""}
+    state: dict[str, Any] = {"ckpt": 0, "killed": "", "rss": 0}
     done = threading.Event()
 
     def watch() -> None:  # never reaps the child: wait4 below does, for its rusage
         while not done.wait(0.5):
-            if _rss_bytes(child.pid) > max_rss:
+            rss = _rss_bytes(child.pid)
+            state["rss"] = max(state["rss"], rss)
+            if rss > max_rss:
                 state["killed"] = f"stopped above {max_rss / 2**30:.0f} GiB"
                 child.kill()
             elif time.perf_counter() - t0 > timeout:
@@ -276,7 +295,7 @@ def run_one(name: str, cfg: dict[str, Any], work: Path, max_rss: int, timeout: f
     watcher.join()
     wall = time.perf_counter() - t0
     manifest = run_dir / "manifest.json"
-    n_images = 0
+    n_images, recorded = 0, 0
     timings: dict[str, Any] = {}
     if manifest.exists():
         import json
@@ -284,10 +303,15 @@ def run_one(name: str, cfg: dict[str, Any], work: Path, max_rss: int, timeout: f
         content = json.loads(manifest.read_text())
         n_images = int(content.get("data", {}).get("n_images", 0))
         timings = content.get("timings", {})
+        recorded = int(content.get("peak_memory_bytes", 0))
+    # the run resets its resident high-water mark for each model's memory probe, so wait4's
+    # ru_maxrss is the peak since the last reset: the run's manifest records the peak across
+    # resets, and the watcher's samples (every 0.5 s) check it
+    peak = max(usage.ru_maxrss * 1024, recorded, state["rss"])
     tail = log.read_text().strip().splitlines()[-3:] if log.exists() else []
     return {"config": name, "images": n_images, "passes": attack_passes(cfg, n_images),
             "wall_s": wall, "per_image_s": wall / n_images if n_images else math.nan,
-            "peak_gib": usage.ru_maxrss / 2**20, "run_mib": _dir_bytes(run_dir) / 2**20,
+            "peak_gib": peak / 2**30, "run_mib": _dir_bytes(run_dir) / 2**20,
             "ckpt_mib": max(state["ckpt"], _dir_bytes(run_dir / "checkpoints")) / 2**20,
             "report": (run_dir / "report.html").exists(), "rc": child.returncode,
             "why": state["killed"] or ("" if child.returncode == 0 else " | ".join(tail)[-300:]),
@@ -312,8 +336,10 @@ def print_plan(row: dict[str, Any]) -> None:
         end = sum(t.get("analyses_s", {}).values()) if t else math.nan
         print(f"      {m['model']}: build {m['build_seconds']:.0f} s (run {t.get('model_s', math.nan):.0f}), "
               f"batches {m['seconds'] - m['build_seconds'] - m['end_seconds']:.0f} s "
-              f"(run {t.get('evaluate_s', math.nan):.0f}), tables and figures {m['end_seconds']:.0f} s "
-              f"(run's tables {end:.0f}), peak {m['peak_memory_bytes'] / 2**30:.2f} GiB")
+              f"(run {t.get('evaluate_s', math.nan):.0f}), tables {m['end_seconds']:.0f} s "
+              f"(run {end:.0f}), peak {m['peak_memory_bytes'] / 2**30:.2f} GiB")
+    run_end = row["timings"].get("report_s", 0.0) + sum(row["timings"].get("comparisons_s", {}).values())
+    print(f"      report: {row['pred_report_s']:.0f} s (run {run_end:.0f}), peak {row['pred_report_gib']:.2f} GiB")
 
 
 def main() -> None:

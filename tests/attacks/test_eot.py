@@ -93,3 +93,29 @@ def test_eot_pgd_is_stronger_than_single_sample_pgd_on_a_noisy_model():
         one = PGD(0.05, steps=10, random_start=False)(model, x, y)
     eot = PGD(0.05, steps=10, random_start=False, eot_samples=32)(model, x, y)
     assert accuracy(eot) < accuracy(one) - 0.08
+
+
+def test_deepfool_eot_in_chunks_equals_the_stacked_samples():
+    # a deterministic model: every sample is the same, so the chunked average (gradients summed
+    # chunk by chunk) must give the stacked one's and the single-sample attack's adversarials
+    model, x, y = affine_problem(n=6, k=5)
+    single = DeepFool("2", candidates=None).run(model, x, y)
+    for chunk in (1, 2, 4):
+        chunked = DeepFool("2", candidates=None, eot_samples=4, eot_chunk=chunk,
+                           warn_stochastic=False).run(model, x, y)
+        torch.testing.assert_close(chunked.adversarial, single.adversarial, atol=1e-5, rtol=1e-5)
+        assert torch.equal(chunked.success, single.success)
+
+
+def test_deepfool_eot_in_chunks_holds_one_chunk_per_pass():
+    # the largest batch the model sees is one chunk of samples x the images, not k x the images
+    torch.manual_seed(0)
+    model = NoisyAffine(torch.randn(3, 16), sigma=0.1)
+    x, y = torch.rand(5, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1])
+    seen: list[int] = []
+    model.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].shape[0]))
+    for chunk, largest in ((1, 5), (2, 10), (4, 20)):
+        seen.clear()
+        result = DeepFool("inf", eot_samples=4, eot_chunk=chunk, steps=5).run(model, x, y)
+        assert max(seen) == largest
+        assert bool(result.success.float().mean() > 0.5)

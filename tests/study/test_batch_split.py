@@ -23,7 +23,16 @@ from robustlens.study import batch as batch_module
 from robustlens.study import parse_config, run_study
 from robustlens.study import runner as runner_module
 from robustlens.study.batch import BatchFit, ModelWork
-from robustlens.study.memory import format_size, is_out_of_memory, parse_memory
+from robustlens.study.memory import (
+    PeakMemory,
+    format_size,
+    is_out_of_memory,
+    memory_in_use,
+    parse_memory,
+    peak_since_reset,
+    process_peak,
+    reset_peak,
+)
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST files not installed")
@@ -119,7 +128,23 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
     manifest = json.loads((out / "run" / "manifest.json").read_text())
     assert manifest["micro_batch"] == {"cnn": 8}  # the default budget holds a batch of 8
     assert manifest["memory"]["cnn"]["batch_size_fits"] >= 8 and manifest["memory"]["cnn"]["per_image_bytes"] > 0
+    # the run's own peak, kept across the probe's reset of the high-water mark
+    assert manifest["peak_memory_bytes"] >= manifest["memory"]["cnn"]["in_use_bytes"] > 0
     return result.tables
+
+
+def test_the_process_peak_survives_a_probes_reset() -> None:
+    cpu = torch.device("cpu")
+    if not reset_peak(cpu) or peak_since_reset(cpu) is None:
+        pytest.skip("the resident high-water mark cannot be reset here (not Linux)")
+    size = 256 * 2**20
+    block = np.ones(size // 8)  # 256 MiB, every page touched
+    held = memory_in_use(cpu)
+    del block
+    with PeakMemory(cpu) as probe:  # a probe resets the mark: its peak no longer sees the block
+        pass
+    assert probe.peak < held - size // 2
+    assert process_peak(cpu) >= held - 4 * 2**20  # (the kernel syncs its page counts in batches)
 
 
 @needs_fmnist

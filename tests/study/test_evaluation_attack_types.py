@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 import torch
 
-from robustlens.attacks import APGD, FAB, AutoAttack, Square
+from robustlens.attacks import APGD, FAB, AutoAttack, DeepFool, Square
 from robustlens.errors import ConfigError
 from robustlens.study import parse_config
 from robustlens.study.runner import run_study
@@ -29,6 +29,7 @@ def test_types_build_their_attacks():
         {"type": "autoattack", "eps": [0.1], "version": "standard", "steps": 5},
         {"type": "fab", "eps": [0.5], "norm": "2", "n_targets": 3, "steps": 5},
         {"name": "fab_u", "type": "fab", "eps": [float("inf")], "targeted": False, "eta": 1.1},
+        {"type": "deepfool", "eps": [0.1], "eot_samples": 4, "eot_chunk": 1},
     ))
     built = [a.build(a.eps[0]) for a in config.attacks]
     assert isinstance(built[0], APGD) and built[0].name == "apgd_dlr"
@@ -37,6 +38,7 @@ def test_types_build_their_attacks():
     assert isinstance(built[3], AutoAttack) and built[3].steps == 5
     assert isinstance(built[4], FAB) and built[4].name == "fab_t_l2" and built[4].n_targets == 3
     assert isinstance(built[5], FAB) and built[5].name == "fab" and built[5].eta == 1.1
+    assert isinstance(built[6], DeepFool) and (built[6].eot_samples, built[6].eot_chunk) == (4, 1)
 
 
 @pytest.mark.parametrize("table", [
@@ -47,6 +49,7 @@ def test_types_build_their_attacks():
     {"type": "fab", "eps": [0.1], "steps": 0},
     {"type": "fab", "eps": [0.1], "beta": 1.5},
     {"type": "fab", "eps": [0.1], "targeted": "top"},
+    {"type": "deepfool", "eps": [0.1], "eot_chunk": 0},
 ])
 def test_bad_settings_are_config_errors(table):
     with pytest.raises(ConfigError):

@@ -8,6 +8,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -94,3 +95,31 @@ def test_plan_measures_the_cpu_peak(probe: None) -> None:
     lifetime_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     # the process' resident memory while the model ran: interpreter, libraries, model, batch
     assert 50 * 2**20 < model["peak_memory_bytes"] <= lifetime_peak + 16 * 2**20  # (counted apart)
+
+
+class _TableProbe(_CostProbe):
+    """An analysis whose one table (random floats) the report has to read and write."""
+
+    name = "plan_table_probe"
+    ROWS = 100_000
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        rng = np.random.default_rng(0)
+        return {"plan_table_probe": pd.DataFrame(rng.random((self.ROWS, 4)), columns=list("abcd"))}
+
+
+def test_plan_builds_the_report_on_its_tables() -> None:
+    register_analysis(_TableProbe)
+    try:
+        plan = plan_study(parse_config(tomllib.loads(CONFIG.replace("plan_cost_probe", "plan_table_probe"))),
+                          device="cpu")
+    finally:
+        ANALYSES.pop(_TableProbe.name, None)
+    # the report's time, memory and disk are its own figures, counted in the totals
+    assert plan.report_seconds > 0
+    assert plan.seconds == pytest.approx(float(plan.models["seconds"].sum()) + plan.report_seconds)
+    # random float64s do not compress: the table alone takes 8 bytes a value on disk
+    assert plan.report_disk_bytes >= _TableProbe.ROWS * 4 * 8
+    assert plan.peak_memory_bytes >= plan.report_peak_memory_bytes > 0
+    assert plan.peak_memory_bytes >= int(plan.models["peak_memory_bytes"].max())
+    assert "Report (comparisons, tables, figures)" in plan.text()

@@ -115,7 +115,7 @@ ATTACK_TYPES: dict[str, AttackType] = {
                        "targeted": _TARGETED, "eot_samples": int, "restarts": int},
                       lambda eps, o, _: PGD(eps=eps, **o)),
     "deepfool": AttackType({"norm": str, "overshoot": float, "steps": int, "candidates": int,
-                            "eot_samples": int},
+                            "eot_samples": int, "eot_chunk": int},
                            lambda eps, o, _: DeepFool(eps=eps, **o), unbounded=True),
     "vonenet": AttackType({"norm": str, "steps": int, "eot_samples": int},
                           lambda eps, o, _: vonenet_pgd(eps, **o)),

@@ -31,7 +31,7 @@ from torch import nn
 from robustlens.activations import record
 from robustlens.attacks import Attack, eval_mode, is_stochastic
 from robustlens.data import Dataset
-from robustlens.evaluation import AccuracyCounter, expected_correct
+from robustlens.evaluation import AccuracyCounter, accuracy_tables, expected_correct
 from robustlens.study.analyses import (
     AnalysisBatch,
     CleanBatch,
@@ -42,7 +42,7 @@ from robustlens.study.analyses import (
 from robustlens.study.config import StudyConfig
 from robustlens.study.memory import PeakMemory, format_size, is_out_of_memory
 
-__all__ = ["BatchFit", "ModelState", "ModelWork", "batch_seeds", "run_batch"]
+__all__ = ["BatchFit", "ModelState", "ModelWork", "accuracy_rows", "batch_seeds", "run_batch", "run_part"]
 
 
 def batch_seeds(seed: int, index: int, start: int = 0) -> tuple[int, int, int]:
@@ -299,12 +299,28 @@ class ModelWork:
         return BatchFit(budget, peak.start, per_image, fits, k)
 
 
+def accuracy_rows(name: str, work: ModelWork, state: ModelState) -> list[dict[str, Any]]:
+    """The rows of the accuracy table for model ``name``: one per condition (clean, each attack
+    x eps), from the sums in ``state``.
+
+    Args:
+        name: the model's name in the study.
+        work: the model's fixed settings (its attacks' norms, stochasticity, passes).
+        state: the model's sums after its batches.
+    """
+    norms = {(a_name, eps): attack.norm for a_name, eps, attack in work.attacks}
+    summary, _ = accuracy_tables({(a, e, norms.get((a, e), "")): c for (a, e), c in state.counters.items()})
+    return [{"model": name, **row, "stochastic": work.stochastic, "n_passes": work.n_passes}
+            for row in summary.to_dict("records")]
+
+
 def _rng_devices(device: torch.device) -> list[torch.device]:
     return [device] if device.type == "cuda" else []
 
 
 def run_batch(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tensor, index: int,
-              tick: Callable[[], None] = lambda: None, micro_batch: int | None = None) -> None:
+              tick: Callable[[], None] = lambda: None, micro_batch: int | None = None,
+              clean_tick: Callable[[], None] = lambda: None) -> None:
     """Run batch ``index``: the clean forward, every attack unit, every analysis fed.
 
     Args:
@@ -317,23 +333,40 @@ def run_batch(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tens
         tick: called after each attack unit (progress; once per unit, on the batch's last part).
         micro_batch: run the batch in parts of this many images (``None``: in one piece);
             see the module docstring for what the analyses see.
+        clean_tick: called after each part's clean forward has fed the analyses (the cost
+            plan times the clean pass with it).
     """
     size = len(x)
     if micro_batch is None or micro_batch >= size:
-        _run_part(work, state, x, y, batch_seeds(work.seed, index), index, index * work.batch_size, tick)
+        run_part(work, state, x, y, batch_seeds(work.seed, index), index, index * work.batch_size, tick,
+                  clean_tick)
         return
     if micro_batch < 1:
         raise ValueError(f"micro_batch must be >= 1; received {micro_batch}.")
     parts = -(-work.batch_size // micro_batch)
     for j, start in enumerate(range(0, size, micro_batch)):
         stop = min(start + micro_batch, size)
-        _run_part(work, state, x[start:stop], y[start:stop], batch_seeds(work.seed, index, start),
+        run_part(work, state, x[start:stop], y[start:stop], batch_seeds(work.seed, index, start),
                   index * parts + j, index * work.batch_size + start,
-                  tick if stop == size else lambda: None)
+                  tick if stop == size else lambda: None, clean_tick)
 
 
-def _run_part(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tensor,
-              seeds: tuple[int, int, int], index: int, offset: int, tick: Callable[[], None]) -> None:
+def run_part(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tensor,
+              seeds: tuple[int, int, int], index: int, offset: int, tick: Callable[[], None],
+              clean_tick: Callable[[], None]) -> None:
+    """Run one batch, or one part of a batch, with the given seeds (see :func:`run_batch`).
+
+    Args:
+        work: the model's fixed settings.
+        state: the running sums updated.
+        x: (B, C, H, W) the part's images.
+        y: (B,) their labels.
+        seeds: model noise, global RNG and attack seeds (:func:`batch_seeds`).
+        index: the part's index, as the analyses see it.
+        offset: the part's first image in the data order.
+        tick: called after each attack unit.
+        clean_tick: called after the clean forward has fed the analyses.
+    """
     model, device = work.model, work.device
     x, y = x.to(device), y.to(device)
     noise_seed, rng_seed, attack_seed = seeds
@@ -347,6 +380,7 @@ def _run_part(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tens
         clean = CleanBatch(x, y, logits, acts, index=index, offset=offset)
         for analysis in work.analyses:
             analysis.update_clean(clean)
+        clean_tick()
         for a_name, eps, attack in work.attacks:
             result = attack.run(model, x, y, generator=generator, early_stop=work.early_stop)
             x_adv = result.adversarial

@@ -7,7 +7,10 @@ allocates on the GPU (``torch.cuda.max_memory_allocated``). ``[study].max_memory
 the device has: :func:`default_budget`.
 
 :func:`parse_memory` reads a size, :func:`memory_in_use` and :class:`PeakMemory` measure,
-:func:`is_out_of_memory` recognizes an allocation failure (CUDA's and the CPU's).
+:func:`is_out_of_memory` recognizes an allocation failure (CUDA's and the CPU's). A probe's
+peak is measured by resetting the device's high-water mark (:func:`reset_peak`); the
+process' own peak across those resets stays known (:func:`process_peak`), and the run
+records it in its manifest (``peak_memory_bytes``).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import torch
 from robustlens.errors import ConfigError
 
 __all__ = ["PeakMemory", "default_budget", "format_size", "is_out_of_memory", "memory_in_use",
-           "parse_memory"]
+           "parse_memory", "peak_since_reset", "process_peak", "reset_peak"]
 
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
           "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4, "tib": 1024**4}
@@ -129,6 +132,56 @@ def default_budget(device: torch.device) -> int:
     return memory_in_use(device) + int(CPU_FRACTION * available)
 
 
+# the highest peak seen before the high-water marks were last reset, per device type: a reset
+# (for one probe's peak) must not hide the process' own peak from the run's record
+_EARLIER_PEAK: dict[str, int] = {}
+
+
+def reset_peak(device: torch.device) -> bool:
+    """Reset the peak-memory mark of ``device`` (CPU: the process' resident high-water mark
+    through ``/proc/self/clear_refs``; CUDA: the allocator's peak), keeping the peak so far
+    for :func:`process_peak`. False where the CPU mark cannot be reset (not Linux).
+
+    Args:
+        device: the run's device.
+    """
+    kind = device.type
+    _EARLIER_PEAK[kind] = process_peak(device)
+    if kind == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_since_reset(device: torch.device) -> int | None:
+    """The peak bytes on ``device`` since the last :func:`reset_peak` (CPU: ``VmHWM``; CUDA:
+    ``max_memory_allocated``); None where unknown.
+
+    Args:
+        device: the run's device.
+    """
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return int(torch.cuda.max_memory_allocated(device))
+    return _proc_kib("/proc/self/status", "VmHWM")
+
+
+def process_peak(device: torch.device) -> int:
+    """The highest memory this process has held on ``device`` since it started, across every
+    :func:`reset_peak` (CPU: resident bytes; CUDA: allocated bytes; 0 where unknown).
+
+    Args:
+        device: the run's device.
+    """
+    now = peak_since_reset(device) or 0
+    return max(now, _EARLIER_PEAK.get(device.type, 0))
+
+
 class PeakMemory:
     """The peak memory held on a device while a block runs (absolute bytes, as the budget).
 
@@ -150,26 +203,14 @@ class PeakMemory:
         self.peak = 0
 
     def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            try:
-                Path("/proc/self/clear_refs").write_text("5")
-            except OSError:
-                pass
+        reset_peak(self.device)
         self.start = memory_in_use(self.device)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak = int(torch.cuda.max_memory_allocated(self.device))
-        else:
-            hwm = _proc_kib("/proc/self/status", "VmHWM")
-            self.peak = hwm if hwm is not None else memory_in_use(self.device)
-        self.peak = max(self.peak, self.start)
+        peak = peak_since_reset(self.device)
+        self.peak = max(peak if peak is not None else memory_in_use(self.device), self.start)
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -14,45 +14,49 @@ How exact each figure is:
   early exit (a stochastic model, or an analysis recording activations); an upper bound
   with early exit on, and for attacks that stop once they succeed (DeepFool; FAB, whose
   later target classes run only on the images not yet broken within eps).
-* time: the timed batch as the run does it (the clean forward with the layers recorded,
-  each attack x eps with the run's early exit, the fresh forwards of the adversarial images,
-  a stochastic model's expected-accuracy passes, every analysis fed), scaled by the number
-  of batches; plus the model's build and each analysis' end-of-run work (its tables and
-  figures: renders, saliency maps, bootstraps), timed once on that batch's sums. An
-  estimate: the first batch also pays warm-up costs, so it errs high.
-* peak memory: measured on the timed batch: on CUDA ``torch.cuda.max_memory_allocated``,
-  on Linux CPUs the process' resident high-water mark (``VmHWM``, reset before each model),
-  which counts the interpreter and libraries too; elsewhere parameters plus the recorded
-  activations, an estimate.
+* time: the first batch run by the run's own code (the clean forward with the layers
+  recorded, each attack x eps with the run's early exit, the fresh forwards of the
+  adversarial images, a stochastic model's expected-accuracy passes, every analysis fed,
+  in the parts the memory probe chose), scaled by the number of batches; plus the model's
+  build, its probes and each analysis' tables on that batch's sums; plus the study's end
+  (comparisons, the tables written, every figure and the report), built once on those
+  tables. An estimate: the first batch also pays warm-up costs, so it errs high.
+* peak memory: measured while each model runs its batch and makes its tables, and while
+  the report is built: on CUDA ``torch.cuda.max_memory_allocated`` (the report, on the host,
+  by the resident high-water mark), on Linux CPUs the process' resident high-water mark
+  (``VmHWM``, reset before each model and before the report), which counts the interpreter
+  and libraries too; elsewhere the memory probe's figures, an estimate.
 * batch size that fits: the largest batch the memory budget (``[study].max_memory``, or a
   share of the device's memory) holds, measured by the probe the run itself makes
   (:meth:`~robustlens.study.batch.ModelWork.fit`; its passes are counted); a config batch
-  above it runs in parts of that size.
-* disk: trained models' weights in the cache, the per-example rows (if that analysis is
-  on) and the recorded activations kept by no analysis (none): an estimate of the order
-  of magnitude, not a byte count.
+  above it runs in parts of that size, in the plan's timed batch as in the run.
+* disk: trained models' weights in the cache and the per-example rows (estimates), plus the
+  tables, figures and report the plan's own report took (measured on one batch's tables).
+
+Not planned: ``[photos]`` (it needs the real weights; a few seconds of forward passes).
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 
-from robustlens.attacks import eval_mode, is_stochastic
+from robustlens.attacks import Attack, eval_mode
 from robustlens.data import Dataset
 from robustlens.evaluation import expected_correct
-from robustlens.study.analyses import AnalysisBatch, CleanBatch, StudyAnalysis
-from robustlens.study.batch import BatchFit, ModelState, ModelWork
+from robustlens.study.analyses import StudyAnalysis
+from robustlens.study.batch import ModelState, ModelWork, accuracy_rows, batch_seeds, run_part
 from robustlens.study.config import StudyConfig
-from robustlens.study.memory import default_budget
-from robustlens.validation import check_model_input
+from robustlens.study.memory import default_budget, peak_since_reset, reset_peak
 
 __all__ = ["PassCounter", "StudyPlan", "count_passes", "plan_study"]
 
@@ -115,11 +119,37 @@ class StudyPlan:
             batch_size_fits, split`` (``split``: the config's batch runs in parts of
             ``batch_size_fits`` images).
         device: where it was timed.
+        report_seconds: the study's end: comparisons, tables written, figures and report.
+        report_peak_memory_bytes: the process' peak while the report is built (host memory).
+        report_memory_measured: False where that peak is an estimate (the tables' size).
+        report_disk_bytes: what the tables, figures and report took on disk.
     """
 
     rows: pd.DataFrame
     models: pd.DataFrame
     device: str
+    report_seconds: float = 0.0
+    report_peak_memory_bytes: int = 0
+    report_memory_measured: bool = False
+    report_disk_bytes: int = 0
+
+    @property
+    def seconds(self) -> float:
+        """The whole run's predicted time: every model and the report."""
+        return float(self.models["seconds"].sum()) + self.report_seconds
+
+    @property
+    def peak_memory_bytes(self) -> int:
+        """The run's predicted peak: the largest model's, or the report's where that is larger
+        (on CUDA the models' figure is device memory and the report's host memory: the larger
+        of the two is not one device's peak, so only the models' is given)."""
+        models = int(self.models["peak_memory_bytes"].max()) if len(self.models) else 0
+        return models if self.device.startswith("cuda") else max(models, self.report_peak_memory_bytes)
+
+    @property
+    def disk_bytes(self) -> int:
+        """The run directory's and the model cache's predicted growth."""
+        return int(self.models["disk_bytes"].sum()) + self.report_disk_bytes
 
     def text(self) -> str:
         """The plan as a plain-text report."""
@@ -146,10 +176,12 @@ class StudyPlan:
                 else:
                     lines.append(f"{row['model']}: batch size that fits the memory budget of {budget}: {fits}; "
                                  "the config's batch runs whole.")
-        total = float(self.models["seconds"].sum())
+        peak = _size(self.report_peak_memory_bytes) + ("" if self.report_memory_measured else " (est.)")
+        lines += ["", f"Report (comparisons, tables, figures): about {_duration(self.report_seconds)}, peak "
+                  f"{peak} of host memory, {_size(self.report_disk_bytes)} on disk."]
         lines += ["", f"Total: {int(self.models['forward'].sum())} forward and "
-                  f"{int(self.models['backward'].sum())} backward image passes, about {_duration(total)}, "
-                  f"about {_size(int(self.models['disk_bytes'].sum()))} on disk."]
+                  f"{int(self.models['backward'].sum())} backward image passes, about {_duration(self.seconds)}, "
+                  f"peak {_size(self.peak_memory_bytes)}, about {_size(self.disk_bytes)} on disk."]
         return "\n".join(lines)
 
 
@@ -179,48 +211,18 @@ def _record_layers(analyses: list[StudyAnalysis]) -> list[str] | None:
     return sorted({layer for s in sets for layer in (s or [])})
 
 
-def _reset_peak_rss() -> bool:
-    """Reset this process' resident high-water mark (Linux); False where it cannot be."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_rss() -> int:
-    """This process' resident high-water mark in bytes (``VmHWM``; 0 where unknown)."""
-    with contextlib.suppress(OSError):
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    return 0
-
-
-def _forward(model: nn.Module, x: torch.Tensor, layers: list[str] | None, want_record: bool
-             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Logits and recorded activations, as the run's forward of a batch."""
-    from robustlens.activations import record
-
-    with torch.inference_mode():
-        if not want_record:
-            return model(x), {}
-        with record(model, layers) as rec:
-            logits = model(x)
-        return logits, dict(rec)
-
-
-def _measure(attack: object, model: nn.Module, x: torch.Tensor, y: torch.Tensor, dev: torch.device,
-             seed: int) -> tuple[int, int]:
-    """Passes (forward, backward) of one attack unit on one batch with early exit off, then a
-    fresh forward of the adversarial images."""
+def _measure(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, dev: torch.device,
+             seed: int, n_passes: int) -> tuple[int, int]:
+    """Passes (forward, backward) of one attack unit on one batch (or part) with early exit off:
+    the attack, the fresh forward of the adversarial images and a stochastic model's
+    expected-accuracy passes."""
     generator = torch.Generator(device=dev).manual_seed(seed)
     with eval_mode(model), count_passes(model) as counted:
-        result = attack.run(model, x, y, generator=generator, early_stop=False)  # type: ignore[attr-defined]
+        result = attack.run(model, x, y, generator=generator, early_stop=False)
         with torch.inference_mode():
             model(result.adversarial)
+        if n_passes > 1:
+            expected_correct(model, result.adversarial, y, n_passes)
     return counted.forward, counted.backward
 
 
@@ -229,75 +231,98 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def _end_of_run_seconds(analyses: list[StudyAnalysis]) -> float:
-    """Seconds of every analysis' tables and figures on the sums held (one batch's), the
-    figures drawn as the report draws them (PNG at its resolution)."""
-    import io
+def _mark(marks: list[tuple[float, int, int]], counted: PassCounter, dev: torch.device) -> None:
+    _sync(dev)
+    marks.append((time.perf_counter(), counted.forward, counted.backward))
 
-    import matplotlib.pyplot as plt
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from robustlens.report.figures import FIGURE_DPI
+def _timed_batch(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tensor, part: int
+                 ) -> tuple[list[float], list[tuple[int, int]]]:
+    """Run the first batch as the run does (in parts of ``part`` images, the run's own code),
+    timing each unit: seconds per unit (clean, then each attack x eps) summed over the parts,
+    and the passes (forward, backward) of each unit on the first part."""
+    seconds = [0.0] * (1 + len(work.attacks))
+    first: list[tuple[int, int]] = []
+    for j, start in enumerate(range(0, len(x), part)):
+        marks: list[tuple[float, int, int]] = []
+        with count_passes(work.model) as counted:
+            mark = functools.partial(_mark, marks, counted, work.device)
+            mark()
+            run_part(work, state, x[start:start + part], y[start:start + part],
+                     batch_seeds(work.seed, 0, start), j, start, mark, mark)
+        for u in range(len(marks) - 1):
+            seconds[u] += marks[u + 1][0] - marks[u][0]
+        if j == 0:
+            first = [(marks[u + 1][1] - marks[u][1], marks[u + 1][2] - marks[u][2]) for u in range(len(marks) - 1)]
+    return seconds, first
 
+
+def _tables(analyses: list[StudyAnalysis], name: str, into: dict[str, dict[str, list[pd.DataFrame]]]) -> float:
+    """Every analysis' tables on the sums held (one batch's), kept ``into`` as the run keeps them
+    for its report; returns their seconds."""
     t0 = time.perf_counter()
     for analysis in analyses:
         try:
-            tables = {k: v.assign(model=analysis.model_name) for k, v in analysis.tables().items()}
-            for _, figure in type(analysis).figures(tables):
-                FigureCanvasAgg(figure).figure.savefig(io.BytesIO(), dpi=FIGURE_DPI, format="png")
-                plt.close(figure)
+            tables = analysis.tables()
         except Exception:  # noqa: BLE001  (one batch may be too little for a table; the run decides)
             continue
+        for tname, df in tables.items():
+            df = df.copy()
+            df.insert(0, "model", name)
+            into.setdefault(analysis.name, {}).setdefault(tname, []).append(df)
     return time.perf_counter() - t0
 
 
-def _time_unit(attack: object, model: nn.Module, analyses: list[StudyAnalysis], clean: CleanBatch,
-               layers: list[str] | None, want_record: bool, early_exit: bool, n_passes: int, name: str,
-               eps: float, dev: torch.device, seed: int) -> tuple[float, int, int]:
-    """Seconds of one attack unit on the clean batch as the run does it: the attack with the
-    run's early exit, the fresh (recorded) forward, expected-accuracy passes, the analyses fed;
-    and the passes (forward, backward) of the attack and the fresh forward."""
-    x, y = clean.images, clean.labels
-    generator = torch.Generator(device=dev).manual_seed(seed)
-    _sync(dev)
-    t0 = time.perf_counter()
-    with eval_mode(model):
-        with count_passes(model) as counted:
-            result = attack.run(model, x, y, generator=generator, early_stop=early_exit)  # type: ignore[attr-defined]
-            logits, acts = _forward(model, result.adversarial, layers, want_record)
-        if n_passes > 1:
-            expected_correct(model, result.adversarial, y, n_passes)
-        batch = AnalysisBatch(name, eps, clean, result.adversarial, logits, acts,
-                              attack.norm, result)  # type: ignore[attr-defined]
-        for analysis in analyses:
-            analysis.update(batch)
-    _sync(dev)
-    return time.perf_counter() - t0, counted.forward, counted.backward
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def _fit(config: StudyConfig, name: str, model: nn.Module, data: Dataset, x: torch.Tensor, y: torch.Tensor,
-         dev: torch.device, early_exit: bool, stochastic: bool,
-         surrogates: dict[str, nn.Module]) -> tuple[PassCounter, BatchFit]:
-    """The run's memory probe on this model (its passes counted): the batch size that fits."""
-    from robustlens.study.runner import _build_analysis  # noqa: PLC0415  (one definition)
+def _report_cost(config: StudyConfig, dev: torch.device, accuracy: list[dict[str, Any]],
+                 model_rows: list[dict[str, Any]], tables: dict[str, dict[str, list[pd.DataFrame]]]
+                 ) -> tuple[float, int, bool, int]:
+    """Build the run's end (the model comparisons, the tables written, the report) on the
+    timed batches' tables, in a temporary run directory: seconds, peak host memory (bytes;
+    resident high-water mark where it can be reset, else the tables' size), whether it was
+    measured, and the bytes the run directory's tables, figures and report took."""
+    import tempfile
 
-    analyses = [_build_analysis(config, k, name, model, data.class_names) for k in config.analyses]
-    attacks = [(a.name, eps, a.build(eps, surrogates[a.surrogate] if a.surrogate else None))
-               for a in config.attacks for eps in a.eps]
-    state = ModelState([("clean", 0.0)] + [(n, e) for n, e, _ in attacks], data.num_classes, analyses)
-    layer_sets = [a.layers() for a in analyses]
-    layers = None if any(s is None for s in layer_sets) else sorted({v for s in layer_sets for v in (s or [])})
-    work = ModelWork(model, attacks, analyses, layers, stochastic, early_exit,
-                     config.expected_passes if stochastic else 1, dev, config.seed, config.batch_size)
-    budget = config.max_memory if config.max_memory is not None else default_budget(dev)
-    k = min(2, config.batch_size, len(x))
-    with eval_mode(model), count_passes(model) as counted:
-        fit = work.fit(x[:k], y[:k], budget, state)
-    return counted, fit
+    import tomli_w
+
+    from robustlens.report import build_report
+    from robustlens.study.runner import _compare_models, _config_dict, _Run  # noqa: PLC0415  (one definition)
+
+    if not accuracy:
+        return 0.0, 0, False, 0
+    with tempfile.TemporaryDirectory(prefix="robustlens_plan_") as tmp:
+        root = Path(tmp)
+        for sub in ("results", "figures"):
+            (root / sub).mkdir()
+        (root / "config.toml").write_text(tomli_w.dumps(_config_dict(config)), encoding="utf-8")
+        run = _Run(config, root, root / "cache", dev, False, None)
+        run.accuracy, run.model_rows, run.analysis_tables = accuracy, model_rows, tables
+        run.manifest["status"] = "complete"
+        held = sum(int(df.memory_usage(deep=True).sum()) for per in tables.values()
+                   for frames in per.values() for df in frames)
+        measured = reset_peak(torch.device("cpu"))
+        t0 = time.perf_counter()
+        if config.comparisons:
+            _compare_models(run)
+        run.release_tables()
+        run.write_manifest()
+        build_report(root)
+        seconds = time.perf_counter() - t0
+        peak = (peak_since_reset(torch.device("cpu")) or held) if measured else held
+        return seconds, peak, measured, _dir_bytes(root)
 
 
 def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str | None = None) -> StudyPlan:
     """Count and time what :func:`~robustlens.study.run_study` would do, without doing it.
+
+    Each model runs the run's own code on the first batch: the stochasticity probe, the
+    memory probe (and so the same split of a batch that would not fit), the batch in the
+    run's parts, every analysis fed and its tables made. After the last model, the study's
+    end (comparisons, the tables written, the report) is built on those tables in a temporary
+    folder, timed and measured.
 
     Args:
         config: a validated study config.
@@ -322,12 +347,13 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
     x, y = x.to(dev), y.to(dev)
     scale = n / max(len(x), 1)  # batches of the timed one's size that the run amounts to
     rows, model_rows = [], []
+    accuracy: list[dict[str, Any]] = []
+    tables: dict[str, dict[str, list[pd.DataFrame]]] = {}
     surrogates: dict[str, nn.Module] = {}
+    budget = config.max_memory if config.max_memory is not None else default_budget(dev)
     for mc in config.models:
         _sync(dev)
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        rss_measured = dev.type != "cuda" and _reset_peak_rss()
+        measured = reset_peak(dev)
         t0 = time.perf_counter()
         options = dict(mc.options)
         options.pop("pretrained", None)
@@ -335,98 +361,79 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
         for p in model.parameters():
             p.requires_grad_(False)
         build_s = time.perf_counter() - t0
+        for a in config.attacks:
+            if a.surrogate and a.surrogate not in surrogates:
+                smc = next(m for m in config.models if m.name == a.surrogate)
+                sopts = dict(smc.options)
+                sopts.pop("pretrained", None)
+                surrogates[a.surrogate] = build_seeded(smc.architecture, sopts, smc.seed).to(dev).eval()
+        attacks: list[tuple[str, float, Attack]] = [
+            (a.name, float(eps), a.build(eps, surrogates[a.surrogate] if a.surrogate else None))
+            for a in config.attacks for eps in a.eps]
         analyses = _analyses(config, mc.name, model, tuple(data.class_names))
-        layers = _record_layers(analyses)
-        want_record = layers is None or bool(layers)
-        with eval_mode(model):
-            stochastic = is_stochastic(model, x[:_PROBE_IMAGES])
-        early_exit = not stochastic and not want_record
-        n_passes = config.expected_passes if stochastic else 1
-        # the runner's own forwards, per image: one fresh pass (+ expected-accuracy passes)
-        own = 1 + (n_passes if n_passes > 1 else 0)
-        _sync(dev)
+        state = ModelState([("clean", 0.0)] + [(name, eps) for name, eps, _ in attacks], data.num_classes,
+                           analyses)
         t0 = time.perf_counter()
-        with eval_mode(model):
-            logits, acts = _forward(model, x, layers, want_record)
-            if n_passes > 1:
-                expected_correct(model, x, y, n_passes)
-            clean = CleanBatch(x, y, logits, acts)
-            for analysis in analyses:
-                analysis.update_clean(clean)
-        _sync(dev)
-        clean_s = time.perf_counter() - t0
-        recorded_bytes = sum(t.numel() * t.element_size() for t in acts.values())
-        model_forward = _PROBE_IMAGES * 2 if n else 0
-        model_forward += own * n
-        model_backward = 0
+        with count_passes(model) as setup:  # the stochasticity probe and the memory probe
+            work = ModelWork.prepare(model, data, attacks, analyses, dev, config)
+            k = min(2, bs, n)
+            with eval_mode(model):
+                fit = work.fit(x[:k], y[:k], budget, state)
+        setup_s = time.perf_counter() - t0
+        part = fit.batch_size if 1 <= fit.batch_size < bs else bs
+        unit_s, first = _timed_batch(work, state, x, y, part)
+        accuracy.extend(accuracy_rows(mc.name, work, state))
+        n_passes = work.n_passes
+        own = 1 + (n_passes if n_passes > 1 else 0)  # the fresh pass (+ expected-accuracy passes)
         rows.append({"model": mc.name, "attack": "clean", "eps": 0.0, "norm": "", "n_images": n,
                      "forward": own * n, "backward": 0, "early_exit": False, "exact": True,
-                     "seconds": clean_s * scale})
-        seconds = build_s + load_s + clean_s * scale
-        if config.attacks:
-            # the attacks' input check runs the model once on one image per model and input
-            # signature: warm it here, outside the counted passes, and count it once below
-            check_model_input(model, x, y)
-            model_forward += 1
-        for a in config.attacks:
-            surrogate = None
-            if a.surrogate:
-                if a.surrogate not in surrogates:
-                    smc = next(m for m in config.models if m.name == a.surrogate)
-                    sopts = dict(smc.options)
-                    sopts.pop("pretrained", None)
-                    surrogates[a.surrogate] = build_seeded(smc.architecture, sopts, smc.seed).to(dev).eval()
-                surrogate = surrogates[a.surrogate]
-            for eps in a.eps:
-                attack = a.build(eps, surrogate)
-                unit_s, f1, b1 = _time_unit(attack, model, analyses, clean, layers, want_record, early_exit,
-                                            n_passes, a.name, float(eps), dev, config.seed)
-                if early_exit:  # the run's passes are fewer: count them without it, the upper bound
-                    f1, b1 = _measure(attack, model, x, y, dev, config.seed)
-                b_1 = len(x)
-                if len(x) >= 4:  # passes = per image x images + per batch (e.g. a stochasticity probe)
-                    half = len(x) // 2
-                    f2, b2 = _measure(attack, model, x[:half], y[:half], dev, config.seed)
-                    b_2 = half
-                    fa, ba = (f1 - f2) / (b_1 - b_2), (b1 - b2) / (b_1 - b_2)
-                    fc, bc = f1 - fa * b_1, b1 - ba * b_1
-                else:
-                    fa, ba, fc, bc = f1 / b_1, b1 / b_1, 0.0, 0.0
-                forward = round(sum(fa * b + fc for b in sizes)) + (own - 1) * n
-                backward = round(sum(ba * b + bc for b in sizes))
-                exact = not early_exit and type(attack).__name__ not in ("DeepFool", "FAB")
-                rows.append({"model": mc.name, "attack": a.name, "eps": float(eps), "norm": attack.norm,
-                             "n_images": n, "forward": forward, "backward": backward,
-                             "early_exit": early_exit, "exact": exact, "seconds": unit_s * scale})
-                model_forward += forward
-                model_backward += backward
-                seconds += unit_s * scale
-        tables_s = _end_of_run_seconds(analyses)
+                     "seconds": unit_s[0] * scale})
+        model_forward, model_backward = setup.forward + own * n, setup.backward
+        seconds = build_s + load_s + setup_s + unit_s[0] * scale
+        # every part of every batch the run will run: passes = per image x images + per part
+        parts = [min(part, b - s) for b in sizes for s in range(0, b, part)]
+        x0, y0 = x[:part], y[:part]
+        for u, (a_name, eps, attack) in enumerate(attacks, start=1):
+            f1, b1 = first[u] if not work.early_stop else _measure(attack, model, x0, y0, dev, config.seed,
+                                                                   n_passes)
+            if len(x0) >= 4:
+                half = len(x0) // 2
+                f2, b2 = _measure(attack, model, x0[:half], y0[:half], dev, config.seed, n_passes)
+                fa, ba = (f1 - f2) / (len(x0) - half), (b1 - b2) / (len(x0) - half)
+                fc, bc = f1 - fa * len(x0), b1 - ba * len(x0)
+            else:
+                fa, ba, fc, bc = f1 / len(x0), b1 / len(x0), 0.0, 0.0
+            forward = round(sum(fa * b + fc for b in parts))
+            backward = round(sum(ba * b + bc for b in parts))
+            exact = not work.early_stop and type(attack).__name__ not in ("DeepFool", "FAB")
+            rows.append({"model": mc.name, "attack": a_name, "eps": eps, "norm": attack.norm,
+                         "n_images": n, "forward": forward, "backward": backward,
+                         "early_exit": work.early_stop, "exact": exact, "seconds": unit_s[u] * scale})
+            model_forward += forward
+            model_backward += backward
+            seconds += unit_s[u] * scale
+        tables_s = _tables(analyses, mc.name, tables)
         seconds += tables_s
-        _sync(dev)
-        if dev.type == "cuda":
-            peak, measured = int(torch.cuda.max_memory_allocated(dev)), True
-        elif rss_measured:
-            peak, measured = _peak_rss(), True
-        else:
-            params = sum(p.numel() * p.element_size() for p in model.parameters())
-            peak, measured = params + 3 * recorded_bytes + x.numel() * x.element_size() * 4, False
-        t0 = time.perf_counter()
-        fit_passes, fit = _fit(config, mc.name, model, data, x, y, dev, early_exit, stochastic, surrogates)
-        seconds += time.perf_counter() - t0  # the run makes the same probe
-        model_forward += fit_passes.forward
-        model_backward += fit_passes.backward
-        del analyses, clean, acts, logits
+        seen = peak_since_reset(dev) if measured else None
+        if seen is not None:
+            peak = seen
+        else:  # an estimate: the model, the probe's in-use bytes and one batch at the probe's rate
+            peak, measured = int(fit.in_use + min(fit.per_image * part, 2**62)), False
+        del work, state, analyses
         disk = 0
         if mc.train is not None:
             disk += sum(p.numel() * p.element_size() for p in model.parameters())
         if "per_example" in config.analyses:
             disk += 60 * n * sum(len(a.eps) for a in config.attacks)
-        disk += 200_000  # tables, figures, report
         model_rows.append({"model": mc.name, "n_images": n, "n_batches": n_batches, "forward": model_forward,
                            "backward": model_backward, "seconds": seconds, "build_seconds": build_s,
                            "end_seconds": tables_s, "peak_memory_bytes": peak,
                            "memory_measured": measured, "disk_bytes": disk,
                            "memory_budget_bytes": fit.budget, "batch_size_fits": fit.batch_size,
                            "split": 1 <= fit.batch_size < bs})
-    return StudyPlan(pd.DataFrame(rows), pd.DataFrame(model_rows), str(dev))
+        del model
+    info = [{"model": mc.name, "architecture": mc.architecture} for mc in config.models]
+    report_s, report_peak, report_measured, report_disk = _report_cost(config, dev, accuracy, info, tables)
+    return StudyPlan(pd.DataFrame(rows), pd.DataFrame(model_rows), str(dev), report_seconds=report_s,
+                     report_peak_memory_bytes=report_peak, report_memory_measured=report_measured,
+                     report_disk_bytes=report_disk)

@@ -38,7 +38,6 @@ from torch import nn
 from robustlens.attacks import eval_mode
 from robustlens.data import Dataset
 from robustlens.errors import ConfigError
-from robustlens.evaluation import accuracy_tables
 from robustlens.io import atomic_path, atomic_write_text
 from robustlens.study.analyses import (
     ANALYSES,
@@ -46,11 +45,11 @@ from robustlens.study.analyses import (
     StudyAnalysis,
     load_plugins,
 )
-from robustlens.study.batch import ModelState, ModelWork, run_batch
+from robustlens.study.batch import ModelState, ModelWork, accuracy_rows, run_batch
 from robustlens.study.checkpoints import FinishedModel, ResumeStore, config_fingerprint
 from robustlens.study.config import ModelConfig, StudyConfig
 from robustlens.study.distributed import World, join_world, leave_world
-from robustlens.study.memory import default_budget, format_size, is_out_of_memory
+from robustlens.study.memory import default_budget, format_size, is_out_of_memory, process_peak
 from robustlens.study.models import default_cache_dir, obtain_model
 
 __all__ = ["StudyResult", "resolve_device", "run_study"]
@@ -295,10 +294,7 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: Dataset,
         assert states is not None
         for other in states[1:]:
             state.merge_state(other)
-    norms = {(a_name, eps): attack.norm for a_name, eps, attack in attacks}
-    summary, _ = accuracy_tables({(a, e, norms.get((a, e), "")): c for (a, e), c in state.counters.items()})
-    for row in summary.to_dict("records"):
-        run.accuracy.append({"model": name, **row, "stochastic": work.stochastic, "n_passes": work.n_passes})
+    run.accuracy.extend(accuracy_rows(name, work, state))
     return state
 
 
@@ -595,6 +591,7 @@ def run_study(config: StudyConfig, run_dir: str | Path, *, cache_dir: str | Path
     finally:
         if world.is_main:
             run.manifest["timings"]["total_s"] = time.perf_counter() - start
+            run.manifest["peak_memory_bytes"] = process_peak(run.device)
             run.manifest["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
             run.write_manifest()
     world.barrier()
