@@ -32,7 +32,7 @@ first eps only, one saliency image, S3 with 10 classes (its peak memory is at sm
 the VOneNet example's gradient-masking audit on 2 images with 2 noise samples instead of 10
 (its checks rerun the attack a dozen times, the unbounded one with at least 20 steps);
 full (within 60 minutes on 2 idle cores): one whole batch of each config's size (10 to 50
-images), S3's 100 classes x 2 images, the audit on 4 images with the config's 10 noise
+images), S3's 100 classes x 2 images, the audit on 2 images with the config's 10 noise
 samples.
 
 The load average (1, 5, 15 min) is printed at the start, after each config and at the end:
@@ -85,7 +85,7 @@ REDUCE: dict[str, dict[str, tuple[Any, Any]]] = {
     "s3": {"classes": (100, 10), "steps": (2, 1), "eps": (None, 1)},
     "s4": {"images": (25, 4), "steps": (2, 1), "eps": (None, 1), "render": (8, 2),
            "saliency_samples": (4, 2), "saliency_images": (4, 1), "ig_steps": (16, 4)},
-    "vonenet": {"images": (25, 4), "steps": (2, 1), "eps": (None, None), "audit_images": (4, 2),
+    "vonenet": {"images": (25, 4), "steps": (2, 1), "eps": (None, None), "audit_images": (2, 2),
                 "audit_steps": (1, 1), "audit_queries": (50, 20), "audit_eot": (None, 2)},
 }
 

@@ -117,9 +117,10 @@ def test_plan_builds_the_report_on_its_tables() -> None:
         ANALYSES.pop(_TableProbe.name, None)
     # the report's time, memory and disk are its own figures, counted in the totals
     assert plan.report_seconds > 0
-    assert plan.seconds == pytest.approx(float(plan.models["seconds"].sum()) + plan.report_seconds)
+    assert plan.seconds == pytest.approx(plan.data_seconds + float(plan.models["seconds"].sum())
+                                         + plan.report_seconds)
     # random float64s do not compress: the table alone takes 8 bytes a value on disk
     assert plan.report_disk_bytes >= _TableProbe.ROWS * 4 * 8
     assert plan.peak_memory_bytes >= plan.report_peak_memory_bytes > 0
     assert plan.peak_memory_bytes >= int(plan.models["peak_memory_bytes"].max())
-    assert "Report (comparisons, tables, figures)" in plan.text()
+    assert "Report (photos, comparisons, tables, figures)" in plan.text()

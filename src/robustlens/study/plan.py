@@ -33,12 +33,14 @@ How exact each figure is:
 * disk: trained models' weights in the cache and the per-example rows (estimates), plus the
   tables, figures and report the plan's own report took (measured on one batch's tables).
 
-Not planned: ``[photos]`` (it needs the real weights; a few seconds of forward passes).
+The ``[photos]`` part runs as in the run, with its own (pretrained) weights, as part of the
+study's end; where they cannot be loaded it is left out, with a warning.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,11 +54,14 @@ from torch import nn
 
 from robustlens.attacks import Attack, eval_mode
 from robustlens.data import Dataset
+from robustlens.errors import RobustlensError
 from robustlens.evaluation import expected_correct
 from robustlens.study.analyses import StudyAnalysis
 from robustlens.study.batch import ModelState, ModelWork, accuracy_rows, batch_seeds, run_part
 from robustlens.study.config import StudyConfig
 from robustlens.study.memory import default_budget, peak_since_reset, reset_peak
+
+log = logging.getLogger(__name__)
 
 __all__ = ["PassCounter", "StudyPlan", "count_passes", "plan_study"]
 
@@ -119,6 +124,7 @@ class StudyPlan:
             batch_size_fits, split`` (``split``: the config's batch runs in parts of
             ``batch_size_fits`` images).
         device: where it was timed.
+        data_seconds: reading the dataset's index (an ImageNet folder's file list).
         report_seconds: the study's end: comparisons, tables written, figures and report.
         report_peak_memory_bytes: the process' peak while the report is built (host memory).
         report_memory_measured: False where that peak is an estimate (the tables' size).
@@ -128,6 +134,7 @@ class StudyPlan:
     rows: pd.DataFrame
     models: pd.DataFrame
     device: str
+    data_seconds: float = 0.0
     report_seconds: float = 0.0
     report_peak_memory_bytes: int = 0
     report_memory_measured: bool = False
@@ -135,8 +142,8 @@ class StudyPlan:
 
     @property
     def seconds(self) -> float:
-        """The whole run's predicted time: every model and the report."""
-        return float(self.models["seconds"].sum()) + self.report_seconds
+        """The whole run's predicted time: the data's index, every model and the report."""
+        return self.data_seconds + float(self.models["seconds"].sum()) + self.report_seconds
 
     @property
     def peak_memory_bytes(self) -> int:
@@ -177,7 +184,7 @@ class StudyPlan:
                     lines.append(f"{row['model']}: batch size that fits the memory budget of {budget}: {fits}; "
                                  "the config's batch runs whole.")
         peak = _size(self.report_peak_memory_bytes) + ("" if self.report_memory_measured else " (est.)")
-        lines += ["", f"Report (comparisons, tables, figures): about {_duration(self.report_seconds)}, peak "
+        lines += ["", f"Report (photos, comparisons, tables, figures): about {_duration(self.report_seconds)}, peak "
                   f"{peak} of host memory, {_size(self.report_disk_bytes)} on disk."]
         lines += ["", f"Total: {int(self.models['forward'].sum())} forward and "
                   f"{int(self.models['backward'].sum())} backward image passes, about {_duration(self.seconds)}, "
@@ -280,8 +287,8 @@ def _dir_bytes(path: Path) -> int:
 def _report_cost(config: StudyConfig, dev: torch.device, accuracy: list[dict[str, Any]],
                  model_rows: list[dict[str, Any]], tables: dict[str, dict[str, list[pd.DataFrame]]]
                  ) -> tuple[float, int, bool, int]:
-    """Build the run's end (the model comparisons, the tables written, the report) on the
-    timed batches' tables, in a temporary run directory: seconds, peak host memory (bytes;
+    """Build the run's end (the photos part, the model comparisons, the tables written, the
+    report) on the timed batches' tables, in a temporary run directory: seconds, peak host memory (bytes;
     resident high-water mark where it can be reset, else the tables' size), whether it was
     measured, and the bytes the run directory's tables, figures and report took."""
     import tempfile
@@ -305,6 +312,15 @@ def _report_cost(config: StudyConfig, dev: torch.device, accuracy: list[dict[str
                    for frames in per.values() for df in frames)
         measured = reset_peak(torch.device("cpu"))
         t0 = time.perf_counter()
+        if config.photos is not None:
+            from robustlens.study.photos import run_photos
+
+            try:
+                photos = run_photos(config.photos, dev)
+            except RobustlensError as err:  # its weights not at hand yet: planned without it
+                log.warning("the plan leaves out [photos]: %s", err)
+            else:
+                run.analysis_tables["photos"] = {name: [df] for name, df in photos.items()}
         if config.comparisons:
             _compare_models(run)
         run.release_tables()
@@ -336,7 +352,9 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
     from robustlens.study.runner import resolve_device
 
     dev = resolve_device(device or config.device)
+    t0 = time.perf_counter()
     data = data if data is not None else config.data.build()
+    data_s = time.perf_counter() - t0  # the run reads its data's index once, as here
     n = len(data)
     bs = config.batch_size
     n_batches = (n + bs - 1) // bs
@@ -434,6 +452,7 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
         del model
     info = [{"model": mc.name, "architecture": mc.architecture} for mc in config.models]
     report_s, report_peak, report_measured, report_disk = _report_cost(config, dev, accuracy, info, tables)
-    return StudyPlan(pd.DataFrame(rows), pd.DataFrame(model_rows), str(dev), report_seconds=report_s,
+    return StudyPlan(pd.DataFrame(rows), pd.DataFrame(model_rows), str(dev), data_seconds=data_s,
+                     report_seconds=report_s,
                      report_peak_memory_bytes=report_peak, report_memory_measured=report_measured,
                      report_disk_bytes=report_disk)
