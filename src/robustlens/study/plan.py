@@ -59,13 +59,11 @@ from robustlens.evaluation import expected_correct
 from robustlens.study.analyses import StudyAnalysis
 from robustlens.study.batch import ModelState, ModelWork, accuracy_rows, batch_seeds, run_part
 from robustlens.study.config import StudyConfig
-from robustlens.study.memory import default_budget, peak_since_reset, reset_peak
+from robustlens.study.memory import default_budget, peak_since_reset, release_free_memory, reset_peak
 
 log = logging.getLogger(__name__)
 
 __all__ = ["PassCounter", "StudyPlan", "count_passes", "plan_study"]
-
-_PROBE_IMAGES = 2  # the runner's stochasticity probe: two passes of its first images
 
 
 @dataclass
@@ -211,13 +209,6 @@ def _analyses(config: StudyConfig, model_name: str, model: nn.Module,
     return [_build_analysis(config, k, model_name, model, class_names) for k in config.analyses]
 
 
-def _record_layers(analyses: list[StudyAnalysis]) -> list[str] | None:
-    sets = [a.layers() for a in analyses]
-    if any(s is None for s in sets):
-        return None
-    return sorted({layer for s in sets for layer in (s or [])})
-
-
 def _measure(attack: Attack, model: nn.Module, x: torch.Tensor, y: torch.Tensor, dev: torch.device,
              seed: int, n_passes: int) -> tuple[int, int]:
     """Passes (forward, backward) of one attack unit on one batch (or part) with early exit off:
@@ -310,6 +301,7 @@ def _report_cost(config: StudyConfig, dev: torch.device, accuracy: list[dict[str
         run.manifest["status"] = "complete"
         held = sum(int(df.memory_usage(deep=True).sum()) for per in tables.values()
                    for frames in per.values() for df in frames)
+        release_free_memory()
         measured = reset_peak(torch.device("cpu"))
         t0 = time.perf_counter()
         if config.photos is not None:
@@ -321,11 +313,15 @@ def _report_cost(config: StudyConfig, dev: torch.device, accuracy: list[dict[str
                 log.warning("the plan leaves out [photos]: %s", err)
             else:
                 run.analysis_tables["photos"] = {name: [df] for name, df in photos.items()}
-        if config.comparisons:
-            _compare_models(run)
-        run.release_tables()
-        run.write_manifest()
-        build_report(root)
+        try:
+            if config.comparisons:
+                _compare_models(run)
+            run.release_tables()
+            run.write_manifest()
+            build_report(root)
+        except Exception as err:  # noqa: BLE001  (one batch's tables may be too few; the run decides)
+            log.warning("the plan could not build the study's end on one batch's tables (%s: %s); its time "
+                        "and memory are counted up to there", type(err).__name__, err)
         seconds = time.perf_counter() - t0
         peak = (peak_since_reset(torch.device("cpu")) or held) if measured else held
         return seconds, peak, measured, _dir_bytes(root)
@@ -371,6 +367,7 @@ def plan_study(config: StudyConfig, *, data: Dataset | None = None, device: str 
     budget = config.max_memory if config.max_memory is not None else default_budget(dev)
     for mc in config.models:
         _sync(dev)
+        release_free_memory()  # as the run does before each model
         measured = reset_peak(dev)
         t0 = time.perf_counter()
         options = dict(mc.options)

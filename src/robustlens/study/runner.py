@@ -49,7 +49,13 @@ from robustlens.study.batch import ModelState, ModelWork, accuracy_rows, run_bat
 from robustlens.study.checkpoints import FinishedModel, ResumeStore, config_fingerprint
 from robustlens.study.config import ModelConfig, StudyConfig
 from robustlens.study.distributed import World, join_world, leave_world
-from robustlens.study.memory import default_budget, format_size, is_out_of_memory, process_peak
+from robustlens.study.memory import (
+    default_budget,
+    format_size,
+    is_out_of_memory,
+    process_peak,
+    release_free_memory,
+)
 from robustlens.study.models import default_cache_dir, obtain_model
 
 __all__ = ["StudyResult", "resolve_device", "run_study"]
@@ -199,7 +205,9 @@ class _Run:
         out = {"accuracy": pd.DataFrame(self.accuracy), "models": pd.DataFrame(self.model_rows)}
         for per_analysis in self.analysis_tables.values():
             for name, frames in per_analysis.items():
-                out[name] = pd.concat(frames, ignore_index=True)
+                if len(frames) > 1:  # joined once, in place: the per-model frames are not held twice
+                    frames[:] = [pd.concat(frames, ignore_index=True)]
+                out[name] = frames[0]
         corruptions = {a.name for a in self.config.attacks if a.type == "corruption"}
         return {name: _with_severity(df, corruptions) for name, df in out.items()} if corruptions else out
 
@@ -217,7 +225,7 @@ class _Run:
         self.save_tables()
         self.released = {key: list(tables) for key, tables in self.analysis_tables.items()}
         self.analysis_tables = {}
-        gc.collect()
+        release_free_memory()
 
 
 def _with_severity(df: pd.DataFrame, corruptions: set[str]) -> pd.DataFrame:
@@ -279,6 +287,7 @@ def _evaluate_model(run: _Run, name: str, model: nn.Module, data: Dataset,
             if position + 1 < len(todo):  # decode the next batch while this one is attacked
                 pending = reader.submit(data.get_batch, indices(todo[position + 1]))
             micro = _run_batch_safely(name, work, state, (x, y, index), tick, micro, budget, save)
+            release_free_memory()
             tick()
             state.batches_done += 1
             due = time.monotonic() - last_save >= config.checkpoint_every or position + 1 == len(todo)
@@ -305,6 +314,7 @@ def _micro_batch(run: _Run, name: str, work: ModelWork, state: ModelState, data:
     x, y = data.get_batch(torch.arange(min(2, config.batch_size, len(data))))
     with eval_mode(work.model):
         fit = work.fit(x, y, budget, state)
+    release_free_memory()  # the probe's pages, before the first batch
     run.manifest.setdefault("memory", {})[name] = {
         "budget_bytes": fit.budget, "in_use_bytes": fit.in_use, "per_image_bytes": fit.per_image,
         "batch_size_fits": fit.batch_size}
@@ -416,8 +426,11 @@ def _compare_models(run: _Run) -> None:
         options = config.comparison_options.get(key)
         comparison = cls(options) if options is not None else cls(**raw)
         models = list(comparison.options.models) or [m.name for m in config.models]
-        given = {name: df[df["model"].isin(models)].reset_index(drop=True)
-                 for name, df in tables.items() if "model" in df.columns}
+        given = {}
+        for name, df in tables.items():  # a table of the compared models only (no copy if all)
+            if "model" in df.columns:
+                keep = df["model"].isin(models)
+                given[name] = df if bool(keep.all()) else df[keep].reset_index(drop=True)
         t0 = time.perf_counter()
         out = comparison.compare(given)
         run.manifest["timings"].setdefault("comparisons_s", {})[key] = time.perf_counter() - t0
@@ -447,6 +460,7 @@ def _run_model(run: _Run, mc: ModelConfig, data: Dataset, n_ticks: int) -> None:
     from tqdm.auto import tqdm
 
     assert run.store is not None
+    release_free_memory()  # start from what is in use, not from the last model's peak
     t0 = time.perf_counter()
     _obtain_in_turn(run, [mc.name] + [a.surrogate for a in run.config.attacks if a.surrogate])
     model = run.get_model(mc.name)
