@@ -77,7 +77,7 @@ PER_CLASS = 2  # images written per class folder
 PHOTO = (500, 375)  # width x height, a typical ImageNet photo
 
 # per config: images kept, attack steps, render steps, eps kept (None: all); (full, quick).
-# Full: at least one whole batch of the config's size (10, 50, 100, 25, 25), so the peak
+# Full: at least one whole batch of the config's size (10, 50, 50, 25, 25), so the peak
 # memory is the one of the config's batch size.
 REDUCE: dict[str, dict[str, tuple[Any, Any]]] = {
     "s1": {"images": (10, 2), "steps": (5, 1), "eps": (None, 1)},
