@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 FigureMaker = Callable[[dict[str, pd.DataFrame]], list[tuple[str, Figure]]]
 
-_VOLATILE = ("status", "finished")  # manifest keys that change when the report is rebuilt
+_VOLATILE = ("status", "finished", "peak_memory_bytes")  # manifest keys that change when the report is rebuilt
 _VOLATILE_TIMINGS = ("report_s", "total_s")
 
 PHOTOS_TEXT = (
