@@ -124,3 +124,19 @@ def test_plan_builds_the_report_on_its_tables() -> None:
     assert plan.peak_memory_bytes >= plan.report_peak_memory_bytes > 0
     assert plan.peak_memory_bytes >= int(plan.models["peak_memory_bytes"].max())
     assert "Report (photos, comparisons, tables, figures)" in plan.text()
+
+
+def test_plan_times_the_photos_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the photos part runs in the plan's end as in the run (here a stand-in of known cost)
+    calls = []
+
+    def photos(cfg: Any, device: Any, progress: bool = False) -> dict[str, pd.DataFrame]:
+        calls.append(cfg.images)
+        time.sleep(AT_END)
+        return {"photo_predictions": pd.DataFrame({"photo": ["rocket"], "rank": [1]})}
+
+    monkeypatch.setattr("robustlens.study.photos.run_photos", photos)
+    text = CONFIG.replace("[analyses.plan_cost_probe]\n", "") + '[photos]\nimages = ["rocket"]\n'
+    plan = plan_study(parse_config(tomllib.loads(text)), device="cpu")
+    assert calls == [("rocket",)]
+    assert plan.report_seconds >= AT_END

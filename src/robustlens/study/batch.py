@@ -319,8 +319,7 @@ def _rng_devices(device: torch.device) -> list[torch.device]:
 
 
 def run_batch(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tensor, index: int,
-              tick: Callable[[], None] = lambda: None, micro_batch: int | None = None,
-              clean_tick: Callable[[], None] = lambda: None) -> None:
+              tick: Callable[[], None] = lambda: None, micro_batch: int | None = None) -> None:
     """Run batch ``index``: the clean forward, every attack unit, every analysis fed.
 
     Args:
@@ -333,13 +332,11 @@ def run_batch(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tens
         tick: called after each attack unit (progress; once per unit, on the batch's last part).
         micro_batch: run the batch in parts of this many images (``None``: in one piece);
             see the module docstring for what the analyses see.
-        clean_tick: called after each part's clean forward has fed the analyses (the cost
-            plan times the clean pass with it).
     """
     size = len(x)
     if micro_batch is None or micro_batch >= size:
         run_part(work, state, x, y, batch_seeds(work.seed, index), index, index * work.batch_size, tick,
-                  clean_tick)
+                  lambda: None)
         return
     if micro_batch < 1:
         raise ValueError(f"micro_batch must be >= 1; received {micro_batch}.")
@@ -348,7 +345,7 @@ def run_batch(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tens
         stop = min(start + micro_batch, size)
         run_part(work, state, x[start:stop], y[start:stop], batch_seeds(work.seed, index, start),
                   index * parts + j, index * work.batch_size + start,
-                  tick if stop == size else lambda: None, clean_tick)
+                  tick if stop == size else lambda: None, lambda: None)
 
 
 def run_part(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tensor,

@@ -231,8 +231,8 @@ def release_free_memory() -> None:
     ``malloc_trim``; a no-op elsewhere). Without this, the pages a model's batches freed stay
     in the process (the allocator keeps them for reuse), so the next model of a study starts
     from the last one's high-water mark: S1's VOneResNet50 started at 5.5 GB resident after
-    the ResNet50, where 1.0 GB were in use. Called after each batch, after each model and
-    after the memory probe; it costs milliseconds.
+    the ResNet50, where 1.0 GB were in use. Called before each model, after each batch,
+    before the report and on entry to the memory probe's measurement; it costs milliseconds.
     """
     global _LIBC
     gc.collect()

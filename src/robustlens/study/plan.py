@@ -287,7 +287,12 @@ def _report_cost(config: StudyConfig, dev: torch.device, accuracy: list[dict[str
     import tomli_w
 
     from robustlens.report import build_report
-    from robustlens.study.runner import _compare_models, _config_dict, _Run  # noqa: PLC0415  (one definition)
+    from robustlens.study.runner import (  # noqa: PLC0415  (one definition)
+        _compare_models,
+        _config_dict,
+        _photos_part,
+        _Run,
+    )
 
     if not accuracy:
         return 0.0, 0, False, 0
@@ -305,14 +310,10 @@ def _report_cost(config: StudyConfig, dev: torch.device, accuracy: list[dict[str
         measured = reset_peak(torch.device("cpu"))
         t0 = time.perf_counter()
         if config.photos is not None:
-            from robustlens.study.photos import run_photos
-
             try:
-                photos = run_photos(config.photos, dev)
+                _photos_part(run)
             except RobustlensError as err:  # its weights not at hand yet: planned without it
                 log.warning("the plan leaves out [photos]: %s", err)
-            else:
-                run.analysis_tables["photos"] = {name: [df] for name, df in photos.items()}
         try:
             if config.comparisons:
                 _compare_models(run)

@@ -314,7 +314,6 @@ def _micro_batch(run: _Run, name: str, work: ModelWork, state: ModelState, data:
     x, y = data.get_batch(torch.arange(min(2, config.batch_size, len(data))))
     with eval_mode(work.model):
         fit = work.fit(x, y, budget, state)
-    release_free_memory()  # the probe's pages, before the first batch
     run.manifest.setdefault("memory", {})[name] = {
         "budget_bytes": fit.budget, "in_use_bytes": fit.in_use, "per_image_bytes": fit.per_image,
         "batch_size_fits": fit.batch_size}
@@ -392,8 +391,8 @@ def _photos_part(run: _Run) -> None:
     """The ``[photos]`` part: an ImageNet classifier on photographs (rank 0 only)."""
     from robustlens.study.photos import run_photos
 
-    assert run.config.photos is not None and run.store is not None
-    done = run.store.load_finished(_PHOTOS)
+    assert run.config.photos is not None
+    done = run.store.load_finished(_PHOTOS) if run.store is not None else None
     if done is not None:
         tables = done.tables.get("photos", {})
         run.manifest["timings"]["photos_s"] = done.timings.get("photos_s")
@@ -401,8 +400,9 @@ def _photos_part(run: _Run) -> None:
         t0 = time.perf_counter()
         tables = run_photos(run.config.photos, run.device, progress=run.progress)
         run.manifest["timings"]["photos_s"] = time.perf_counter() - t0
-        run.store.save_finished(_PHOTOS, FinishedModel(pd.DataFrame(), {}, {"photos": tables},
-                                                       {"photos_s": run.manifest["timings"]["photos_s"]}))
+        if run.store is not None:  # (the cost plan's run has no resume points)
+            run.store.save_finished(_PHOTOS, FinishedModel(pd.DataFrame(), {}, {"photos": tables},
+                                                           {"photos_s": run.manifest["timings"]["photos_s"]}))
     run.analysis_tables["photos"] = {name: [df] for name, df in tables.items()}
     run.save_tables()
     run.write_manifest()
