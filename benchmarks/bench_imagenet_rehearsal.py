@@ -13,7 +13,10 @@ process, with only these changes:
 - fewer images (``ds_factor`` raised; S3 keeps every class of its selection with 2 images
   each) and fewer attack steps, render steps, audit images (see ``REDUCE``); eps lists,
   noise samples (EOT; except the audit's own in quick mode, below), batch sizes, layers and
-  analyses are kept.
+  analyses are kept;
+- ``[study].max_memory`` is ``--max-memory`` (default 8 GiB): the rehearsal stands for a
+  machine of that size, and a batch whose memory probe says it would not fit is split into
+  parts (printed as ``part``, the smallest part size of the run's models).
 
 Before each study, its cost plan (``robustlens study CONFIG --plan``'s :func:`plan_study`, in its
 own process) is made and the predicted time and peak memory are printed beside the measured
@@ -32,8 +35,8 @@ first eps only, one saliency image, S3 with 10 classes (its peak memory is at sm
 the VOneNet example's gradient-masking audit on 2 images with 2 noise samples instead of 10
 (its checks rerun the attack a dozen times, the unbounded one with at least 20 steps);
 full (within 60 minutes on 2 idle cores): one whole batch of each config's size (10 to 50
-images), S3's 100 classes x 2 images, the audit on 2 images with the config's 10 noise
-samples.
+images), S3's 100 classes x 2 images, 3 DeepFool steps in S1, 1 PGD step in S3 and 2 in the
+others, the audit on 2 images with the config's 10 noise samples.
 
 The load average (1, 5, 15 min) is printed at the start, after each config and at the end:
 on a shared machine every time is inflated by it (the plan's too, so the ratios less so).
@@ -80,9 +83,9 @@ PHOTO = (500, 375)  # width x height, a typical ImageNet photo
 # Full: at least one whole batch of the config's size (10, 50, 50, 25, 25), so the peak
 # memory is the one of the config's batch size.
 REDUCE: dict[str, dict[str, tuple[Any, Any]]] = {
-    "s1": {"images": (10, 2), "steps": (5, 1), "eps": (None, 1)},
+    "s1": {"images": (10, 2), "steps": (3, 1), "eps": (None, 1)},
     "s2": {"images": (50, 4), "steps": (None, None), "eps": (None, 3), "render": (8, 2)},
-    "s3": {"classes": (100, 10), "steps": (2, 1), "eps": (None, 1)},
+    "s3": {"classes": (100, 10), "steps": (1, 1), "eps": (None, 1)},
     "s4": {"images": (25, 4), "steps": (2, 1), "eps": (None, 1), "render": (8, 2),
            "saliency_samples": (4, 2), "saliency_images": (4, 1), "ig_steps": (16, 4)},
     "vonenet": {"images": (25, 4), "steps": (2, 1), "eps": (None, None), "audit_images": (2, 2),
@@ -124,12 +127,16 @@ def write_imagenet(root: Path) -> tuple[int, float]:
 
 # ---- configs ----------------------------------------------------------------------------------
 
-def rehearsal_config(name: str, raw: dict[str, Any], root: Path, quick: bool) -> dict[str, Any]:
-    """The example with paths swapped, random weights and reduced counts (see REDUCE)."""
+def rehearsal_config(name: str, raw: dict[str, Any], root: Path, quick: bool,
+                     max_memory: str | None = None) -> dict[str, Any]:
+    """The example with paths swapped, random weights and reduced counts (see REDUCE), and the
+    memory budget ``max_memory`` (``[study].max_memory``) where given."""
     cfg = copy.deepcopy(raw)
     pick = 1 if quick else 0
     red = {k: v[pick] for k, v in REDUCE[name].items()}
     cfg["study"]["device"] = "cpu"
+    if max_memory is not None:
+        cfg["study"]["max_memory"] = max_memory
     data = cfg["data"]
     data["root"] = str(root)
     if "classes" in red:  # S3: every class of the selection, 2 images each
@@ -296,6 +303,7 @@ def run_one(name: str, cfg: dict[str, Any], work: Path, max_rss: int, timeout: f
     wall = time.perf_counter() - t0
     manifest = run_dir / "manifest.json"
     n_images, recorded = 0, 0
+    parts: list[int] = []
     timings: dict[str, Any] = {}
     if manifest.exists():
         import json
@@ -304,6 +312,7 @@ def run_one(name: str, cfg: dict[str, Any], work: Path, max_rss: int, timeout: f
         n_images = int(content.get("data", {}).get("n_images", 0))
         timings = content.get("timings", {})
         recorded = int(content.get("peak_memory_bytes", 0))
+        parts = [int(v) for v in content.get("micro_batch", {}).values()]
     # the run resets its resident high-water mark for each model's memory probe, so wait4's
     # ru_maxrss is the peak since the last reset: the run's manifest records the peak across
     # resets, and the watcher's samples (every 0.5 s) check it
@@ -315,7 +324,8 @@ def run_one(name: str, cfg: dict[str, Any], work: Path, max_rss: int, timeout: f
             "ckpt_mib": max(state["ckpt"], _dir_bytes(run_dir / "checkpoints")) / 2**20,
             "report": (run_dir / "report.html").exists(), "rc": child.returncode,
             "why": state["killed"] or ("" if child.returncode == 0 else " | ".join(tail)[-300:]),
-            "batch": cfg["study"]["batch_size"], "timings": timings, **predicted}
+            "batch": cfg["study"]["batch_size"], "part": min(parts) if parts else 0,
+            "timings": timings, **predicted}
 
 
 def _ratio(predicted: float, measured: float) -> float:
@@ -353,6 +363,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per config")
     parser.add_argument("--keep", action="store_true", help="keep the run directories")
     parser.add_argument("--no-plan", action="store_true", help="skip the cost plans")
+    parser.add_argument("--max-memory", default="8GiB",
+                        help="each run's memory budget ([study].max_memory), the machine the rehearsal "
+                        "stands for; a batch over it is split into parts (default 8GiB; 'none': the "
+                        "run's default, a share of this machine's free memory)")
     args = parser.parse_args()
     names = [n for n in (args.only.split(",") if args.only else CONFIGS) if n]
     unknown = [n for n in names if n not in CONFIGS]
@@ -361,8 +375,10 @@ def main() -> None:
 
     import torch
 
+    budget = None if args.max_memory.lower() == "none" else args.max_memory
     print(f"device: cpu ({os.cpu_count()} CPUs, load average {_load()}), "
-          f"torch {torch.__version__}; mode: {'quick' if args.quick else 'full'}")
+          f"torch {torch.__version__}; mode: {'quick' if args.quick else 'full'}; memory budget: "
+          f"{budget or 'the run default'}")
     tmp = tempfile.mkdtemp(prefix="robustlens_rehearsal_")
     root = args.root or Path(tmp) / "imagenet"
     t = time.perf_counter()
@@ -375,18 +391,18 @@ def main() -> None:
     total = time.perf_counter()
     for name in names:
         raw = tomllib.loads(CONFIGS[name].read_text())
-        cfg = rehearsal_config(name, raw, root, args.quick)
+        cfg = rehearsal_config(name, raw, root, args.quick, budget)
         row = run_one(name, cfg, work, int(args.max_rss_gib * 2**30), args.timeout, not args.no_plan)
         rows.append(row)
         print(f"  {name}: {'ok' if row['rc'] == 0 else 'FAILED'} in {row['wall_s']:.0f} s, peak "
               f"{row['peak_gib']:.2f} GiB {row['why']} (load average {_load()})", flush=True)
         if not args.no_plan:
             print_plan(row)
-    header = (f"{'config':<9}{'batch':>6}{'images':>7}{'passes':>9}{'wall s':>8}{'s/image':>9}"
+    header = (f"{'config':<9}{'batch':>6}{'part':>5}{'images':>7}{'passes':>9}{'wall s':>8}{'s/image':>9}"
               f"{'peak GiB':>9}{'run MiB':>9}{'resume MiB':>11}{'report':>8}")
     print(header)
     for r in rows:
-        print(f"{r['config']:<9}{r['batch']:>6}{r['images']:>7}{r['passes']:>9}{r['wall_s']:>8.0f}"
+        print(f"{r['config']:<9}{r['batch']:>6}{r['part']:>5}{r['images']:>7}{r['passes']:>9}{r['wall_s']:>8.0f}"
               f"{r['per_image_s']:>9.1f}{r['peak_gib']:>9.2f}{r['run_mib']:>9.1f}{r['ckpt_mib']:>11.1f}"
               f"{'yes' if r['report'] else 'NO':>8}")
     failed = [r for r in rows if r["rc"] != 0 or not r["report"]]
