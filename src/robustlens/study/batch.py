@@ -40,7 +40,7 @@ from robustlens.study.analyses import (
     condition_str,
 )
 from robustlens.study.config import StudyConfig
-from robustlens.study.memory import PeakMemory, format_size, is_out_of_memory
+from robustlens.study.memory import PeakMemory, format_size, is_out_of_memory, release_free_memory
 
 __all__ = ["BatchFit", "ModelState", "ModelWork", "accuracy_rows", "batch_seeds", "run_batch", "run_part"]
 
@@ -389,4 +389,7 @@ def run_part(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tenso
                 analysis.update(batch)
             # this unit's activations go before the next unit's attack runs: one unit's at a time
             del batch, adv_acts, adv_logits, x_adv, result
+            # and their pages go back to the system, or the next unit's differently shaped
+            # allocations pile on top of them (S1's ResNet50 at batch 10: 5.4 -> 5.0 GiB)
+            release_free_memory(collect=False)
             tick()

@@ -224,18 +224,25 @@ class PeakMemory:
 _LIBC: Any = None
 
 
-def release_free_memory() -> None:
+def release_free_memory(collect: bool = True) -> None:
     """Hand the memory freed since the last call back to the system.
 
-    Python's garbage is collected, then the C allocator's free pages are returned (glibc's
-    ``malloc_trim``; a no-op elsewhere). Without this, the pages a model's batches freed stay
-    in the process (the allocator keeps them for reuse), so the next model of a study starts
-    from the last one's high-water mark: S1's VOneResNet50 started at 5.5 GB resident after
+    Python's garbage is collected (where ``collect``), then the C allocator's free pages are
+    returned (glibc's ``malloc_trim``; a no-op elsewhere). Without this, the pages a model's
+    batches freed stay in the process (the allocator keeps them for reuse), so the next model
+    of a study starts from the last one's high-water mark: S1's VOneResNet50 started at 5.5 GB resident after
     the ResNet50, where 1.0 GB were in use. Called before each model, after each batch,
-    before the report and on entry to the memory probe's measurement; it costs milliseconds.
+    before the report and on entry to the memory probe's measurement. The collection is what
+    costs (about 0.2 s in a process holding the plotting libraries); the return alone costs
+    microseconds when there is little to return, so after each attack unit of a batch, whose
+    tensors are freed as soon as they are dropped, it runs without the collection.
+
+    Args:
+        collect: collect Python's garbage first (cycles that hold tensors).
     """
     global _LIBC
-    gc.collect()
+    if collect:
+        gc.collect()
     if _LIBC is None:
         try:
             _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
