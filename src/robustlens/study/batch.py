@@ -335,8 +335,7 @@ def run_batch(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tens
     """
     size = len(x)
     if micro_batch is None or micro_batch >= size:
-        run_part(work, state, x, y, batch_seeds(work.seed, index), index, index * work.batch_size, tick,
-                  lambda: None)
+        run_part(work, state, x, y, batch_seeds(work.seed, index), index, index * work.batch_size, tick)
         return
     if micro_batch < 1:
         raise ValueError(f"micro_batch must be >= 1; received {micro_batch}.")
@@ -345,12 +344,12 @@ def run_batch(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tens
         stop = min(start + micro_batch, size)
         run_part(work, state, x[start:stop], y[start:stop], batch_seeds(work.seed, index, start),
                   index * parts + j, index * work.batch_size + start,
-                  tick if stop == size else lambda: None, lambda: None)
+                  tick if stop == size else lambda: None)
 
 
 def run_part(work: ModelWork, state: ModelState, x: torch.Tensor, y: torch.Tensor,
               seeds: tuple[int, int, int], index: int, offset: int, tick: Callable[[], None],
-              clean_tick: Callable[[], None]) -> None:
+              clean_tick: Callable[[], None] = lambda: None) -> None:
     """Run one batch, or one part of a batch, with the given seeds (see :func:`run_batch`).
 
     Args:

@@ -230,8 +230,8 @@ def release_free_memory(collect: bool = True) -> None:
     Python's garbage is collected (where ``collect``), then the C allocator's free pages are
     returned (glibc's ``malloc_trim``; a no-op elsewhere). Without this, the pages a model's
     batches freed stay in the process (the allocator keeps them for reuse), so the next model
-    of a study starts from the last one's high-water mark: S1's VOneResNet50 started at 5.5 GB resident after
-    the ResNet50, where 1.0 GB were in use. Called before each model, after each batch,
+    of a study starts from the last one's high-water mark: S1's VOneResNet50 started at
+    5.5 GB resident after the ResNet50, where 1.0 GB were in use. Called before each model, after each batch,
     before the report and on entry to the memory probe's measurement. The collection is what
     costs (about 0.2 s in a process holding the plotting libraries); the return alone costs
     microseconds when there is little to return, so after each attack unit of a batch, whose
